@@ -1,0 +1,142 @@
+"""The ``lecl`` command: ``lecl synth``, ``lecl demo`` (more subcommands come with the pipeline's later steps)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LECLInputError
+
+__all__ = ["main"]
+
+
+def _add_synth_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("synthetic data")
+    g.add_argument("--n-images", type=int, default=10, help="number of stacks (default 10)")
+    g.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives identical files")
+    g.add_argument("--regime", default="clean", help="preset: clean (sparse, 2x anisotropy) or dense "
+                   "(dense, hazy, 4.5x anisotropy, as real tissue stacks)")
+    g.add_argument("--size", dest="size_yx", type=int, help="x/y size in pixels (default 256)")
+    g.add_argument("--z-slices", nargs=2, type=int, metavar=("MIN", "MAX"), help="slices per stack (default 8 13)")
+    g.add_argument("--density", type=float, help="nuclei per um^2 of the x/y field")
+    g.add_argument("--anisotropy", type=float, help="z-step / pixel size")
+    g.add_argument("--pixel-size", type=float, help="um per pixel (default 0.5)")
+    g.add_argument("--haze", type=float, help="share of out-of-focus light, 0..1")
+    g.add_argument("--photons", type=float, help="counts at full intensity: lower = noisier")
+    g.add_argument("--positive-fraction", type=float, help="share of marker-positive nuclei")
+    g.add_argument("--decoy-fraction", type=float, help="share of negatives with marker above/below them")
+    g.add_argument("--jitter", dest="point_jitter_px", type=float, help="annotator click error in x/y (px)")
+    g.add_argument("--z-click-error", type=float, help="probability a click is one slice off the centre")
+    g.add_argument("--missed-click-rate", type=float, help="probability a nucleus is not clicked")
+
+
+def _synth_config(args):
+    from .synthetic import config_from_options
+
+    opts = {k: getattr(args, k) for k in ("size_yx", "density", "anisotropy", "pixel_size", "haze", "photons",
+                                          "positive_fraction", "decoy_fraction", "point_jitter_px",
+                                          "z_click_error", "missed_click_rate")}
+    opts["z_slices"] = tuple(args.z_slices) if args.z_slices else None
+    if opts["z_slices"] and not 2 <= opts["z_slices"][0] <= opts["z_slices"][1]:
+        raise LECLInputError("--z-slices", f"got {args.z_slices}", "give MIN MAX with 2 <= MIN <= MAX")
+    for name in ("haze", "positive_fraction", "decoy_fraction", "z_click_error", "missed_click_rate"):
+        if opts[name] is not None and not 0 <= opts[name] <= 1:
+            raise LECLInputError(f"--{name.replace('_', '-')}", f"got {opts[name]}", "give a value between 0 and 1")
+    return config_from_options(args.regime, **opts)
+
+
+def cmd_synth(args) -> int:
+    from .synthetic import write_dataset
+
+    cfg = _synth_config(args)
+    datalist = write_dataset(args.out, args.n_images, args.seed, cfg, overwrite=args.overwrite, progress=True,
+                             regime=args.regime)
+    _summarise_dataset(datalist)
+    return 0
+
+
+def _summarise_dataset(datalist: Path) -> None:
+    """Print what was generated and write ``preview.png`` (first image: MIP composite with true classes)."""
+    import csv
+    import json
+
+    import tifffile
+
+    from .visualize import composite_rgb, draw_points, save_png
+
+    content = json.loads(datalist.read_text())
+    root = datalist.parent
+    entries = [e for k in ("training", "validation", "test") for e in content.get(k, [])]
+    total = pos = decoys = 0
+    for e in entries:
+        with open(root / e["nuclei"]) as f:
+            rows = list(csv.DictReader(f))
+        total += len(rows)
+        pos += sum(r["label"] == "2" for r in rows)
+        decoys += sum(r["decoy"] == "1" for r in rows)
+    first = entries[0]
+    image = tifffile.imread(root / first["image"]).astype(np.float32)  # (Z, C, Y, X)
+    with open(root / first["nuclei"]) as f:
+        rows = list(csv.DictReader(f))
+    yx = np.array([[int(r["y"]), int(r["x"])] for r in rows]).reshape(-1, 2)
+    cls = np.array([int(r["label"]) for r in rows])
+    preview = draw_points(composite_rgb(image[:, 0].max(0), image[:, 1].max(0)), yx, cls)
+    save_png(root / "preview.png", preview)
+    sizes = {k: len(content.get(k, [])) for k in ("training", "validation", "test")}
+    print(f"wrote {len(entries)} stacks to {root} ({sizes})")
+    print(f"  nuclei: {total}, marker-positive: {pos}, decoy negatives (marker above/below only): {decoys}")
+    print(f"  datalist: {datalist}")
+    print(f"  preview:  {root / 'preview.png'} (plain MIP, marker red, nuclei cyan; points yellow = negative, "
+          "magenta = positive)")
+
+
+def cmd_demo(args) -> int:
+    """The built-in end-to-end run on synthetic data."""
+    out = Path(args.out)
+    from .synthetic import REGIMES, write_dataset
+
+    datalist = write_dataset(out / "data", args.n_images, args.seed, REGIMES["clean"], overwrite=True, progress=True,
+                             regime="clean") if not _is_foreign(out / "data") else None
+    if datalist is None:
+        raise LECLInputError(out / "data", "exists and holds files that lecl did not write", "choose another --out")
+    _summarise_dataset(datalist)
+    return 0
+
+
+def _is_foreign(folder: Path) -> bool:
+    from .synthetic import MANIFEST_NAME
+
+    return folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST_NAME).is_file()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lecl", description="LECL: nuclei detection and marker classification in "
+                                     "3D immunofluorescence stacks from point annotations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("synth", help="generate synthetic 3D IF stacks with ground truth and a datalist")
+    p.add_argument("--out", required=True, help="output folder (new or empty, or an earlier synthetic set)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in --out")
+    _add_synth_options(p)
+    p.set_defaults(func=cmd_synth)
+    p = sub.add_parser("demo", help="run the built-in demo on synthetic data")
+    p.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    p.add_argument("--n-images", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LECLInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

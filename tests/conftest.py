@@ -1,0 +1,76 @@
+"""Shared fixtures: small stacks written in each supported format, and small synthetic datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SPACING = (2.0, 0.5, 0.5)  # dz, dy, dx in um
+
+
+def make_czyx(shape=(2, 5, 16, 20), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4000, shape).astype(np.uint16)
+
+
+def write_imagej_zcyx(path, czyx, spacing=SPACING):
+    import tifffile
+
+    dz, dy, dx = spacing
+    tifffile.imwrite(path, np.ascontiguousarray(czyx.transpose(1, 0, 2, 3)), imagej=True, resolution=(1 / dx, 1 / dy),
+                     metadata={"axes": "ZCYX", "spacing": dz, "unit": "um"})
+    return path
+
+
+def write_ome_czyx(path, czyx, spacing=SPACING):
+    import tifffile
+
+    dz, dy, dx = spacing
+    tifffile.imwrite(path, czyx, ome=True, metadata={"axes": "CZYX", "PhysicalSizeX": dx, "PhysicalSizeY": dy,
+                                                     "PhysicalSizeZ": dz})
+    return path
+
+
+def write_nifti_xyzc(path, czyx, spacing=SPACING, unit="micron"):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.ascontiguousarray(czyx.transpose(3, 2, 1, 0)), np.eye(4))
+    dz, dy, dx = spacing
+    img.header.set_zooms((dx, dy, dz, 1.0)[: img.ndim])
+    img.header.set_xyzt_units(unit)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture
+def czyx():
+    return make_czyx()
+
+
+@pytest.fixture(scope="session")
+def clean_stack():
+    from lecl_transforms.synthetic import REGIMES, generate_stack
+
+    return generate_stack(REGIMES["clean"], seed=1, index=0)
+
+
+@pytest.fixture(scope="session")
+def dense_stack():
+    from lecl_transforms.synthetic import REGIMES, generate_stack
+
+    return generate_stack(REGIMES["dense"], seed=1, index=0)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A 3-image clean synthetic dataset on disk (written once per test session)."""
+    from dataclasses import replace
+
+    from lecl_transforms.synthetic import REGIMES, write_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    write_dataset(out, n_images=3, seed=7, cfg=replace(REGIMES["clean"], size_yx=96))
+    return out
