@@ -14,7 +14,29 @@ from .io import (
     read_points,
     read_stack,
 )
+from .prepare import prepare_datalist, pseudo_label_transforms
+from .pseudolabels import RULES, PseudoLabelRules
 from .synthetic import REGIMES, SynthConfig, generate_stack, write_dataset
+from .transforms import (
+    ChannelComposite,
+    ChannelComposited,
+    ExtendedMIP,
+    ExtendedMIPd,
+    HoVerNetTargets,
+    HoVerNetTargetsd,
+    MaxIntensityProjection,
+    MaxIntensityProjectiond,
+    NucleiMask3D,
+    NucleiMask3Dd,
+    PointDistanceMap,
+    PointDistanceMapd,
+    SliceSets,
+    SliceSetsd,
+    ThreeRegionLabel,
+    ThreeRegionLabeld,
+    VoronoiCells,
+    VoronoiCellsd,
+)
 
 __version__ = "0.1.0"
 
@@ -34,4 +56,26 @@ __all__ = [
     "REGIMES",
     "generate_stack",
     "write_dataset",
+    "RULES",
+    "PseudoLabelRules",
+    "pseudo_label_transforms",
+    "prepare_datalist",
+    "PointDistanceMap",
+    "PointDistanceMapd",
+    "NucleiMask3D",
+    "NucleiMask3Dd",
+    "VoronoiCells",
+    "VoronoiCellsd",
+    "SliceSets",
+    "SliceSetsd",
+    "ExtendedMIP",
+    "ExtendedMIPd",
+    "MaxIntensityProjection",
+    "MaxIntensityProjectiond",
+    "ChannelComposite",
+    "ChannelComposited",
+    "ThreeRegionLabel",
+    "ThreeRegionLabeld",
+    "HoVerNetTargets",
+    "HoVerNetTargetsd",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LECLInputError
+from .errors import LECLInputError, find_input_error
 
 __all__ = ["main"]
 
@@ -93,6 +93,22 @@ def _summarise_dataset(datalist: Path) -> None:
           "magenta = positive)")
 
 
+def cmd_prepare(args) -> int:
+    from .prepare import entries_from_args, prepare_datalist
+
+    entries = entries_from_args(args.datalist, args.image, args.points)
+    datalist = prepare_datalist(
+        entries, args.out, nuclei_channel=args.nuclei_channel, marker_channel=args.marker_channel,
+        spacing=args.spacing, axes=args.axes, rules=args.rules, emip_channels=args.emip_channels, seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    n = sum(len(v) for v in entries.values())
+    print(f"prepared {n} stack(s) into {Path(args.out)}: *_emip.tif, *_mip.tif, *_labels.tif, *_instances.tif, "
+          f"*_nuclei.csv, *_qc.png")
+    print(f"  datalist for training: {datalist}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The built-in end-to-end run on synthetic data."""
     out = Path(args.out)
@@ -121,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in --out")
     _add_synth_options(p)
     p.set_defaults(func=cmd_synth)
+    p = sub.add_parser("prepare", help="pseudo-labels, EMIP/MIP and QC pictures from stacks and clicks")
+    src = p.add_argument_group("input (a datalist, or one stack)")
+    src.add_argument("--datalist", help="datalist JSON; every entry with points is prepared")
+    src.add_argument("--image", help="one stack (TIFF/NIfTI)")
+    src.add_argument("--points", help="its clicks (CSV z,y,x,label or a point-label volume)")
+    p.add_argument("--out", required=True, help="output folder (never the folder of your data)")
+    p.add_argument("--nuclei-channel", type=int, default=0, help="0-based index of the nuclei channel (default 0)")
+    p.add_argument("--marker-channel", type=int, default=1, help="0-based index of the marker channel (default 1)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
+                   help="voxel spacing in um, used where the file does not state it")
+    p.add_argument("--axes", help="axis order of plain TIFFs without metadata, e.g. ZCYX")
+    p.add_argument("--rules", default="robust", choices=["robust", "paper"],
+                   help="robust (default) or paper: Algorithm 1 taken literally")
+    p.add_argument("--emip-channels", default="both", choices=["both", "marker"],
+                   help="both (paper) or marker: EMIP of the marker, plain MIP of nuclei (published code)")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier lecl prepare")
+    p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("demo", help="run the built-in demo on synthetic data")
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
     p.add_argument("--n-images", type=int, default=6)
@@ -133,8 +167,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except LECLInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - only input errors are reported briefly, anything else is re-raised
+        cause = find_input_error(e)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         return 2
 
 

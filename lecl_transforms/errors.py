@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LECLInputError", "input_error"]
+__all__ = ["LECLInputError", "input_error", "find_input_error"]
 
 
 class LECLInputError(ValueError):
@@ -20,3 +20,15 @@ class LECLInputError(ValueError):
 def input_error(where, problem: str, fix: str) -> LECLInputError:
     """Build (not raise) a :class:`LECLInputError`; ``raise input_error(...)`` reads well at call sites."""
     return LECLInputError(str(where), problem, fix)
+
+
+def find_input_error(exc: BaseException | None) -> LECLInputError | None:
+    """The :class:`LECLInputError` behind ``exc``, if any (MONAI's ``Compose`` wraps transform errors in
+    ``RuntimeError("applying transform ...")``; the user needs the original message)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, LECLInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -44,7 +44,7 @@ class SynthConfig:
     nucleus_radius_z: tuple[float, float] = (2.2, 3.2)  # half-height
     elongation: float = 0.25  # max relative difference of the two in-plane semi-axes
     density: float = 0.0035  # nuclei per um^2 of the x/y field
-    slab_fraction: float = 1.0  # share of the stack depth where nuclei centres lie (tissue slab, centred)
+    slab_thickness: float | None = None  # depth range of nucleus centres (tissue section, centred); None: whole stack
     min_separation: float = 0.85  # normalised centre distance; < 1 lets neighbours press into each other
     positive_fraction: float = 0.4
     decoy_fraction: float = 0.5  # share of the negatives (with room above/below) that get a decoy marker
@@ -79,8 +79,8 @@ REGIMES: dict[str, SynthConfig] = {
         anisotropy=4.5,
         nucleus_radius_xy=(3.2, 4.4),
         nucleus_radius_z=(2.8, 3.8),
-        density=0.035,
-        slab_fraction=0.25,
+        density=0.025,
+        slab_thickness=4.0,
         min_separation=0.75,
         decoy_fraction=0.35,
         haze=0.5,
@@ -114,7 +114,7 @@ def _place_nuclei(cfg: SynthConfig, rng: np.random.Generator, n_z: int):
     field_um = cfg.size_yx * cfg.pixel_size
     target = int(round(cfg.density * field_um**2))
     depth = (n_z - 1) * cfg.z_step
-    slab = cfg.slab_fraction * depth
+    slab = depth if cfg.slab_thickness is None else min(cfg.slab_thickness, depth)
     centres, radii = np.zeros((0, 3)), np.zeros((0, 2))  # (cz, cy, cx) um; (r_z, r_xy) um
     tries = 0
     while len(centres) < target and tries < 60 * target:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["to_uint8", "composite_rgb", "draw_points", "draw_mask_edges", "side_by_side", "save_png", "CLASS_COLOURS"]
+__all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "side_by_side", "save_png", "CLASS_COLOURS"]
 
 #: point colours by class: 1 negative (yellow), 2 positive (magenta)
 CLASS_COLOURS = {1: (255, 220, 0), 2: (255, 0, 255)}
@@ -42,13 +42,21 @@ def draw_points(rgb: np.ndarray, yx: np.ndarray, classes: np.ndarray, radius: in
     return out
 
 
-def draw_mask_edges(rgb: np.ndarray, labels: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
-    """Paint the boundary pixels of a label image (each pixel whose 4-neighbour has another label)."""
-    out = rgb.copy()
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a label image: each pixel whose lower or right neighbour has another label."""
     labels = np.asarray(labels)
     edge = np.zeros(labels.shape, bool)
     edge[:-1] |= labels[:-1] != labels[1:]
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    return edge
+
+
+def draw_mask_edges(rgb: np.ndarray, labels: np.ndarray, colour=(255, 255, 255), only_labelled: bool = False):
+    """Paint the boundary pixels of a label image (only those inside a label with ``only_labelled``)."""
+    out = rgb.copy()
+    edge = label_edges(labels)
+    if only_labelled:
+        edge &= np.asarray(labels) > 0
     out[edge] = colour
     return out
 

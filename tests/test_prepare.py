@@ -1,0 +1,129 @@
+"""lecl prepare: the output contract, the CLI, and protection of the user's files."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from lecl_transforms import LECLInputError, load_datalist, read_points
+from lecl_transforms.cli import main
+from lecl_transforms.prepare import entries_from_args, prepare_datalist
+
+
+@pytest.fixture(scope="module")
+def prepared(synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    assert main(["prepare", "--datalist", str(synth_dir / "datalist.json"), "--out", str(out)]) == 0
+    return synth_dir, out
+
+
+def test_outputs_follow_the_contract(prepared):
+    synth_dir, out = prepared
+    entries = load_datalist(synth_dir / "datalist.json", "training")
+    stem = "synth_000"
+    image = tifffile.imread(entries[0]["image"])  # (Z, C, Y, X)
+    n_y, n_x = image.shape[-2:]
+    for kind in ("emip", "mip"):
+        arr = tifffile.imread(out / f"{stem}_{kind}.tif")
+        assert arr.shape == (2, n_y, n_x) and arr.dtype == np.float32
+    mip = tifffile.imread(out / f"{stem}_mip.tif")
+    np.testing.assert_array_equal(mip, image.max(axis=0).astype(np.float32))  # channel 0 nuclei, 1 marker
+    emip = tifffile.imread(out / f"{stem}_emip.tif")
+    assert (emip <= mip).all()
+    labels = tifffile.imread(out / f"{stem}_labels.tif")
+    assert labels.shape == (n_y, n_x) and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 255}
+    instances = tifffile.imread(out / f"{stem}_instances.tif")
+    assert instances.shape == (n_y, n_x) and instances.dtype == np.uint16
+    np.testing.assert_array_equal(instances > 0, labels == 1)
+    with open(out / f"{stem}_nuclei.csv") as f:
+        reader = csv.reader(f)
+        assert next(reader) == ["id", "z", "y", "x", "label", "z_start", "z_stop"]
+        rows = np.array([[int(v) for v in r] for r in reader])
+    coords, point_labels = read_points(entries[0]["points"])
+    np.testing.assert_array_equal(rows[:, 0], np.arange(1, len(coords) + 1))  # input order, id = instance id
+    np.testing.assert_array_equal(rows[:, 1:4], coords)
+    np.testing.assert_array_equal(rows[:, 4], point_labels)
+    assert (rows[:, 5] <= rows[:, 1]).all() and (rows[:, 1] <= rows[:, 6]).all()
+    assert set(np.unique(instances)) - {0} <= set(rows[:, 0])
+    qc = np.asarray(Image.open(out / f"{stem}_qc.png"))
+    assert qc.shape[0] == n_y and qc.shape[1] > 2 * n_x and qc.shape[2] == 3
+
+
+def test_prepared_datalist_points_to_outputs(prepared):
+    synth_dir, out = prepared
+    content = json.loads((out / "prepared.json").read_text())
+    assert set(content) >= {"training", "validation", "test", "parameters"}
+    assert content["parameters"]["rules"]["mask"] == "brightness_groups"
+    for e in load_datalist(out / "prepared.json", "training", required=("image", "label", "instances"),
+                           file_fields=("image", "label", "instances", "nuclei", "mip", "qc")):
+        assert e["image"].endswith("_emip.tif")
+
+
+def test_single_image_mode_and_paper_rules(synth_dir, tmp_path):
+    entry = load_datalist(synth_dir / "datalist.json", "training")[0]
+    out = tmp_path / "one"
+    assert main(["prepare", "--image", entry["image"], "--points", entry["points"], "--out", str(out),
+                 "--rules", "paper", "--emip-channels", "marker"]) == 0
+    emip = tifffile.imread(out / "synth_000_emip.tif")
+    mip = tifffile.imread(out / "synth_000_mip.tif")
+    np.testing.assert_array_equal(emip[0], mip[0])  # marker-only EMIP keeps the plain MIP of nuclei
+    assert json.loads((out / "prepared.json").read_text())["parameters"]["rules"]["mask"] == "not_background"
+
+
+def test_never_writes_beside_or_over_inputs(synth_dir, tmp_path, capsys):
+    entry = load_datalist(synth_dir / "datalist.json", "training")[0]
+    images_dir = str(synth_dir / "images")
+    before = sorted(p.name for p in (synth_dir / "images").iterdir())
+    assert main(["prepare", "--image", entry["image"], "--points", entry["points"], "--out", images_dir]) == 2
+    assert "never writes beside or over your data" in capsys.readouterr().err
+    assert sorted(p.name for p in (synth_dir / "images").iterdir()) == before
+
+
+def test_rerun_needs_overwrite_and_foreign_files_are_kept(synth_dir, tmp_path, capsys):
+    entry = load_datalist(synth_dir / "datalist.json", "training")[0]
+    args = ["prepare", "--image", entry["image"], "--points", entry["points"], "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    other = tmp_path / "p"
+    other.mkdir()
+    (other / "synth_000_qc.png").write_text("my own file")
+    assert main(args[:-1] + [str(other), "--overwrite"]) == 2
+    assert "was not written by lecl prepare" in capsys.readouterr().err
+    assert (other / "synth_000_qc.png").read_text() == "my own file"
+
+
+def test_bad_inputs_give_clear_errors(synth_dir, tmp_path, capsys):
+    entry = load_datalist(synth_dir / "datalist.json", "training")[0]
+    out = str(tmp_path / "o")
+    assert main(["prepare", "--image", entry["image"], "--points", entry["points"], "--out", out,
+                 "--marker-channel", "4"]) == 2
+    assert "marker_channel=4, but the image has 2 channels" in capsys.readouterr().err
+    bad_points = tmp_path / "bad.csv"
+    bad_points.write_text("z,y,x,label\n99,1,1,1\n")
+    assert main(["prepare", "--image", entry["image"], "--points", str(bad_points), "--out", out]) == 2
+    assert "bad.csv, line 2" in capsys.readouterr().err
+    assert main(["prepare", "--image", entry["image"], "--out", out]) == 2
+    assert "--datalist DATALIST, or --image STACK --points CSV" in capsys.readouterr().err
+    with pytest.raises(LECLInputError, match="both --datalist and --image"):
+        entries_from_args("x.json", entry["image"], None)
+
+
+def test_datalist_entries_without_points_are_skipped_and_duplicate_names_refused(synth_dir, tmp_path):
+    entries = load_datalist(synth_dir / "datalist.json", "training")
+    dl = tmp_path / "dl.json"
+    dl.write_text(json.dumps({"training": [{"image": entries[0]["image"], "points": entries[0]["points"]}],
+                              "test": [{"image": entries[0]["image"]}]}))
+    found = entries_from_args(str(dl), None, None)
+    assert list(found) == ["training"] and len(found["training"]) == 1
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(entries[0]["image"], copy / "synth_000.tif")
+    with pytest.raises(LECLInputError, match="same name 'synth_000'"):
+        prepare_datalist({"training": [entries[0], {"image": str(copy / "synth_000.tif"),
+                                                   "points": entries[0]["points"]}]}, tmp_path / "out",
+                         progress=False)

@@ -1,0 +1,191 @@
+"""Each weak-label step on hand-made inputs with known answers."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from lecl_transforms import pseudolabels as P
+from lecl_transforms.transforms import ChannelComposite, ExtendedMIP, HoVerNetTargets, SliceSets, resolve_rules
+
+
+def test_distance_honours_anisotropy_in_x_pixel_units():
+    d = P.distance_to_points(np.array([[0, 0, 0]]), (3, 5, 6), (2.0, 0.5, 0.5))
+    assert d[1, 0, 0] == pytest.approx(4.0)  # one z-step of 2 um = 4 pixels of 0.5 um
+    assert d[0, 3, 4] == pytest.approx(5.0)
+    assert d[2, 3, 4] == pytest.approx(np.sqrt(64 + 25))
+
+
+def test_binned_kmeans_matches_plain_kmeans_on_every_voxel():
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(0)
+    intensity = np.clip(rng.normal(60, 20, (4, 40, 40)), 0, 255)
+    intensity[:, 10:20, 10:20] += 120
+    intensity8 = np.clip(intensity, 0, 255).astype(np.uint8)
+    distance = P.distance_to_points(np.array([[1, 15, 15], [2, 30, 30]]), intensity8.shape, (2.0, 1.0, 1.0))
+    ours, centres = P.kmeans_features(intensity8, distance, seed=0)
+    features = np.stack([intensity8.ravel() / 10.0, np.minimum(distance, 20).ravel()], axis=1)
+    plain = KMeans(3, random_state=0, n_init=3).fit(features)
+    # the same partition up to cluster numbering: each of our clusters maps onto one plain cluster
+    table = np.zeros((3, 3), int)
+    np.add.at(table, (ours.ravel(), plain.labels_), 1)
+    assert table.max(axis=1).sum() / table.sum() > 0.999
+    assert (table.argmax(axis=1) != table.argmax(axis=1)[:, None]).sum() == 6  # one-to-one
+    again, _ = P.kmeans_features(intensity8, distance, seed=0)
+    np.testing.assert_array_equal(ours, again)
+
+
+def test_cluster_roles_paper_vs_robust():
+    # three intensity levels: nuclei (bright, at the points), halo (dim, near), background (dark, far)
+    clusters = np.zeros((1, 20, 20), np.uint8)
+    clusters[0, 5:15, 5:15] = 2
+    clusters[0, 8:12, 8:12] = 1
+    centres = np.array([[1.0, 19.0], [20.0, 1.0], [3.0, 8.0]])
+    points = np.array([[0, 10, 10]])
+    ids, background = P.cluster_roles(clusters, centres, points, "darkest", "brightness_groups", 4)
+    assert (ids, background) == ([1], 0)  # the halo is nearer the background in intensity
+    ids, background = P.cluster_roles(clusters, centres, points, "darkest", "not_background", 4)
+    assert (sorted(ids), background) == ([1, 2], 0)
+    centres[2, 0] = 15.0  # now the third cluster is a dim part of the nuclei
+    ids, _ = P.cluster_roles(clusters, centres, points, "darkest", "brightness_groups", 4)
+    assert sorted(ids) == [1, 2]
+
+
+def test_ball_overlap_rule_counts_voxels_near_points_in_index_space():
+    clusters = np.zeros((9, 9, 9), np.uint8)
+    clusters[4, 4, 4] = 1  # nuclei
+    clusters[0] = 2  # a whole slice 4 voxels above the point: inside ball(4) in index space
+    centres = np.array([[0.0, 20.0], [20.0, 0.0], [5.0, 10.0]])
+    _, background = P.cluster_roles(clusters, centres, np.array([[4, 4, 4]]), "ball_overlap", "not_background", 4)
+    assert background == 2  # cluster 2 touches the ball at one voxel only; cluster 0 fills the ball
+
+
+def test_voronoi_cells_split_at_the_midline_and_share_duplicates():
+    cells = P.voronoi_cells(np.array([[5, 2], [5, 12]]), (10, 15))
+    assert (cells[:, :7] == 1).all() and (cells[:, 8:] == 2).all()
+    shared = P.voronoi_cells(np.array([[5, 2], [5, 2], [5, 12]]), (10, 15))
+    assert set(np.unique(shared)) == {2, 3}  # the two clicks at one (y, x) share one cell
+
+
+def _hand_stack():
+    """One nucleus in slices 2-4 clicked at z=3, haze of it in slice 5, an unrelated blob in slice 7 of its cell."""
+    mask = np.zeros((9, 20, 20), bool)
+    mask[2:5, 6:14, 6:14] = True
+    mask[5, 9:11, 9:11] = True  # 4 of 64 footprint pixels: haze
+    mask[7, 0:3, 0:3] = True  # another object in the same cell, elsewhere in x/y
+    cells = np.ones((20, 20), np.int32)
+    return mask, cells, np.array([[3, 10, 10]])
+
+
+def test_slice_sets_paper_rule_takes_every_touched_slice():
+    mask, cells, points = _hand_stack()
+    sets = P.slice_sets(mask, cells, points, P.RULES["paper"])
+    np.testing.assert_array_equal(np.flatnonzero(sets[0]), [2, 3, 4, 5, 7])
+
+
+def test_slice_sets_robust_rule_keeps_the_nucleus_only():
+    mask, cells, points = _hand_stack()
+    sets = SliceSets("robust")(mask[None], cells[None], points)
+    np.testing.assert_array_equal(np.flatnonzero(sets[0]), [2, 3, 4])
+    np.testing.assert_array_equal(P.slice_ranges(sets), [[2, 4]])
+
+
+def test_slice_sets_always_hold_the_clicked_slice():
+    mask = np.zeros((5, 8, 8), bool)
+    sets = P.slice_sets(mask, np.ones((8, 8), np.int32), np.array([[2, 4, 4]]), P.RULES["robust"])
+    np.testing.assert_array_equal(np.flatnonzero(sets[0]), [2])
+
+
+def test_emip_projects_each_cell_over_its_own_slices():
+    image = np.zeros((2, 5, 4, 6), np.float32)
+    image[0, 1, :, :3] = 3  # nucleus of cell 1 in slice 1
+    image[1, 4, :, :3] = 9  # marker above it, in slice 4 (a decoy)
+    image[1, 2, :, 3:] = 7  # marker of cell 2 in its own slice 2
+    cells = np.ones((4, 6), np.int32)
+    cells[:, 3:] = 2
+    sets = np.zeros((2, 5), bool)
+    sets[0, 1] = sets[1, 2] = True
+    emip = ExtendedMIP("both")(image, cells[None], sets)
+    assert (emip[1, :, :3] == 0).all() and (emip[1, :, 3:] == 7).all()
+    assert (emip[0, :, :3] == 3).all()
+    mip = P.max_intensity_projection(image)
+    assert (mip[1, :, :3] == 9).all()  # the plain MIP shows the decoy
+    marker_only = ExtendedMIP("marker")(image, cells[None], sets)
+    np.testing.assert_array_equal(marker_only[0], mip[0])
+
+
+def _reference_refine(labels, dilate, erode):
+    """The per-cell loop of the reference implementation, on a small image."""
+    out = np.zeros_like(labels)
+    yy, xx = np.mgrid[-8:9, -8:9]
+    for value in np.unique(labels[labels > 0]):
+        grown = ndimage.binary_dilation(labels == value, structure=yy**2 + xx**2 <= dilate**2)
+        filled = ndimage.binary_fill_holes(grown)
+        kept = ndimage.binary_erosion(filled, structure=yy**2 + xx**2 <= erode**2, border_value=1)
+        out[kept] = value
+    return out
+
+
+def test_refine_per_cell_matches_the_per_cell_loop():
+    rng = np.random.default_rng(3)
+    labels = np.zeros((64, 64), np.int32)
+    for value, (y, x) in enumerate(rng.integers(8, 56, (7, 2)), start=1):
+        yy, xx = np.ogrid[:64, :64]
+        labels[((yy - y) ** 2 + (xx - x) ** 2 <= rng.integers(36, 100)) & (labels == 0)] = value
+    labels[30:34, 30:34] = 0  # a hole
+    ours = P.refine_per_cell(labels, 5, 7)
+    reference = _reference_refine(labels, 5, 7)
+    assert np.mean(ours == reference) > 0.995
+    assert set(np.unique(ours)) <= set(np.unique(labels))
+
+
+def test_hover_maps_hand_computed():
+    inst = np.zeros((3, 5), np.int32)
+    inst[1, 1:4] = 7  # a horizontal bar of 3 pixels
+    hv = P.hover_maps(inst)
+    np.testing.assert_allclose(hv[0, 1, 1:4], [-1, 0, 1])
+    np.testing.assert_allclose(hv[1], 0)
+    inst = np.zeros((5, 3), np.int32)
+    inst[0:4, 1] = 2  # vertical bar of 4: centre 1.5
+    hv = P.hover_maps(inst)
+    np.testing.assert_allclose(hv[1, 0:4, 1], [-1, -1 / 3, 1 / 3, 1])
+
+
+def test_hover_targets_types_and_ignore():
+    label = np.array([[[1, 1, 0, 255, 1]]], np.uint8)
+    instances = np.array([[[1, 1, 0, 0, 2]]], np.int32)
+    t = HoVerNetTargets()(label, instances, np.array([2, 1]))
+    np.testing.assert_array_equal(t["np"][0, 0], [1, 1, 0, 0, 1])
+    np.testing.assert_array_equal(t["nc"][0, 0], [2, 2, 0, 0, 1])
+    np.testing.assert_array_equal(t["ignore"][0, 0], [0, 0, 0, 1, 0])
+    assert t["hv"].shape == (2, 1, 5)
+
+
+def test_channel_composite_numpy_and_torch_agree():
+    img = np.zeros((2, 2, 4), np.float32)
+    img[0] = np.arange(8).reshape(2, 4)  # nuclei 0..7
+    img[1] = 10  # marker constant -> scaled to 0
+    img[1, 0, 0] = 30
+    comp = ChannelComposite(percentiles=(0, 100))
+    out = comp(img)
+    assert out.shape == (3, 2, 4)
+    np.testing.assert_allclose(out[1], img[0] / 7)  # G = nuclei
+    np.testing.assert_allclose(out[2], img[0] / 7)  # B = nuclei
+    assert out[0, 0, 0] == 1 and out[0, 1, 1] == 0  # R = marker
+    out_t = comp(torch.from_numpy(img))
+    assert isinstance(out_t, torch.Tensor)
+    np.testing.assert_allclose(out_t.numpy(), out, atol=1e-6)
+    # a reference (e.g. the stack's MIP) fixes the scale
+    np.testing.assert_allclose(comp(img, reference=img * 2)[1], img[0] / 14, atol=1e-6)
+
+
+def test_rules_from_config():
+    rules = resolve_rules({"preset": "paper", "min_overlap": 0.5})
+    assert rules.mask == "not_background" and rules.min_overlap == 0.5
+    from lecl_transforms import LECLInputError
+
+    with pytest.raises(LECLInputError, match="unknown rules 'fast'"):
+        resolve_rules("fast")
+    with pytest.raises(LECLInputError, match="unknown field"):
+        resolve_rules({"colour": "red"})
