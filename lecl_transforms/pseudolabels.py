@@ -104,12 +104,23 @@ def distance_to_points(points: np.ndarray, shape: Sequence[int], spacing: Sequen
     """Alg. 1 step 1: Euclidean distance of every voxel to the nearest point, honouring anisotropy.
 
     ``spacing`` is ``(dz, dy, dx)`` (or ``(dy, dx)`` in 2D); the result is in units of the x pixel size, so the
-    paper's 20-pixel clip keeps its meaning whatever the z-step.
+    paper's 20-pixel clip keeps its meaning whatever the z-step. In 3D the exact distance is assembled from one 2D
+    distance transform per clicked slice (``d^2 = min_z' [(z - z')^2 dz^2 + d_z'(y, x)^2]``), which is several times
+    faster than a 3D transform for the few slices of a confocal stack.
     """
     spacing = np.asarray(spacing, dtype=np.float64)
-    return ndimage.distance_transform_edt(~point_mask(points, shape), sampling=spacing / spacing[-1]).astype(
-        np.float32
-    )
+    sampling = spacing / spacing[-1]
+    points = np.asarray(points, int).reshape(-1, len(shape))
+    clicked_slices = np.unique(points[:, 0]) if len(shape) == 3 else ()
+    if len(shape) != 3 or len(clicked_slices) * shape[0] > 4096 or len(points) == 0:
+        return ndimage.distance_transform_edt(~point_mask(points, shape), sampling=sampling).astype(np.float32)
+    squared = np.full(tuple(shape), np.inf, np.float32)
+    z_offsets = np.arange(shape[0], dtype=np.float32)
+    for z in clicked_slices:  # a loop over clicked slices (at most Z), each step vectorised over the volume
+        in_plane = ndimage.distance_transform_edt(~point_mask(points[points[:, 0] == z, 1:], shape[1:]),
+                                                  sampling=sampling[1:]).astype(np.float32)
+        np.minimum(squared, in_plane[None] ** 2 + ((z_offsets - z) * sampling[0])[:, None, None] ** 2, out=squared)
+    return np.sqrt(squared)
 
 
 def kmeans_features(intensity8: np.ndarray, distance: np.ndarray, n_clusters: int = 3, seed: int = 0,
@@ -135,6 +146,17 @@ def kmeans_features(intensity8: np.ndarray, distance: np.ndarray, n_clusters: in
     return lut[code], km.cluster_centers_
 
 
+def _ball_voxels(points: np.ndarray, shape: Sequence[int], radius: float) -> np.ndarray:
+    """Flat indices of the voxels within ``radius`` (voxel-index units) of any point: the points dilated by a ball,
+    gathered around the points instead of dilating the whole volume."""
+    r = int(np.floor(radius))
+    grid = np.indices((2 * r + 1,) * len(shape)).reshape(len(shape), -1).T - r
+    offsets = grid[(grid**2).sum(axis=1) <= radius**2]
+    voxels = (np.asarray(points, int)[:, None, :] + offsets[None]).reshape(-1, len(shape))
+    voxels = voxels[((voxels >= 0) & (voxels < np.asarray(shape))).all(axis=1)]
+    return np.unique(np.ravel_multi_index(voxels.T, tuple(shape)))
+
+
 def cluster_roles(clusters: np.ndarray, centres: np.ndarray, points: np.ndarray, background_rule: str,
                   mask_rule: str, ball_radius: float) -> tuple[list[int], int]:
     """Alg. 1 step 4: which clusters make the nuclei mask and which one is background.
@@ -152,8 +174,8 @@ def cluster_roles(clusters: np.ndarray, centres: np.ndarray, points: np.ndarray,
     if not others:
         return [nuclei], -1
     if background_rule == "ball_overlap":
-        near = distance_to_points(points, clusters.shape, np.ones(clusters.ndim)) <= ball_radius
-        background = others[int(np.argmin([np.count_nonzero(clusters[near] == c) for c in others]))]
+        near = clusters.ravel()[_ball_voxels(points, clusters.shape, ball_radius)]
+        background = others[int(np.argmin([np.count_nonzero(near == c) for c in others]))]
     elif background_rule == "darkest":
         background = others[int(np.argmin(centres[others, 0]))]
     else:

@@ -189,3 +189,26 @@ def test_rules_from_config():
         resolve_rules("fast")
     with pytest.raises(LECLInputError, match="unknown field"):
         resolve_rules({"colour": "red"})
+
+
+def test_slicewise_distance_equals_3d_transform():
+    rng = np.random.default_rng(1)
+    shape = (7, 30, 40)
+    points = np.unique(np.column_stack([rng.integers(0, s, 12) for s in shape]), axis=0)
+    spacing = (2.25, 0.5, 0.5)
+    reference = ndimage.distance_transform_edt(~P.point_mask(points, shape), sampling=(4.5, 1.0, 1.0))
+    np.testing.assert_allclose(P.distance_to_points(points, shape, spacing), reference, rtol=1e-5, atol=1e-4)
+
+
+def test_benchmark_naive_and_vectorised_agree_on_a_small_volume(capsys):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_prepare", REPO / "benchmarks" / "bench_prepare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--size", "128", "--slices", "8", "--nuclei", "25"])
+    assert result["slice_set_agreement"] >= 0.95
+    assert result["emip_pixels_equal"] >= 0.95
+    assert "speed ratio" in capsys.readouterr().out
