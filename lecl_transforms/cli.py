@@ -1,4 +1,4 @@
-"""The ``lecl`` command: ``lecl synth``, ``lecl demo`` (more subcommands come with the pipeline's later steps)."""
+"""The ``lecl`` command: ``lecl synth``, ``lecl prepare``, ``lecl demo``."""
 
 from __future__ import annotations
 
@@ -110,22 +110,52 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The built-in end-to-end run on synthetic data."""
-    out = Path(args.out)
-    from .synthetic import REGIMES, write_dataset
+    """The built-in end-to-end run: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> quick LECL training
+    (the bundle's ``train.json`` + ``quick.json`` through MONAI's bundle runner). Everything goes under ``--out``."""
+    from .engines import default_bundle_root
+    from .prepare import entries_from_args, prepare_datalist
+    from .synthetic import MANIFEST_NAME, REGIMES, write_dataset
 
-    datalist = write_dataset(out / "data", args.n_images, args.seed, REGIMES["clean"], overwrite=True, progress=True,
-                             regime="clean") if not _is_foreign(out / "data") else None
-    if datalist is None:
-        raise LECLInputError(out / "data", "exists and holds files that lecl did not write", "choose another --out")
+    out = Path(args.out)
+    data, prepared = out / "data", out / "prepared"
+    for folder, marker in ((data, MANIFEST_NAME), (prepared, "lecl_prepare.json")):
+        if folder.exists() and any(folder.iterdir()) and not (folder / marker).is_file():
+            raise LECLInputError(folder, "exists and holds files that lecl did not write", "choose another --out")
+    print(f"[1/3] synthetic stacks with ground truth -> {data}")
+    datalist = write_dataset(data, args.n_images, args.seed, REGIMES["clean"], overwrite=True, progress=True,
+                             regime="clean")
     _summarise_dataset(datalist)
+    print(f"[2/3] pseudo-labels, EMIP and QC pictures -> {prepared}")
+    prepare_datalist(entries_from_args(str(datalist), None, None), prepared, overwrite=True, seed=args.seed)
+    print(f"  QC pictures: {prepared}/*_qc.png (left EMIP, right plain MIP; orange rings: false overlaps removed)")
+    if args.skip_training:
+        return 0
+    configs = Path(default_bundle_root()) / "configs"
+    print(f"[3/3] LECL training, quick CPU config ({configs / 'quick.json'}) -> {out / 'models'}")
+    from monai.bundle import run
+
+    run("training", config_file=[str(configs / "train.json"), str(configs / "quick.json")],
+        meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
+        bundle_root=str(out.resolve()), datalist=str(datalist.resolve()), seed=args.seed,
+        **({"epochs": args.epochs, "val_interval": max(1, args.epochs // 6)} if args.epochs else {}))
+    _summarise_training(out)
     return 0
 
 
-def _is_foreign(folder: Path) -> bool:
-    from .synthetic import MANIFEST_NAME
+def _summarise_training(out: Path) -> None:
+    from mlflow.tracking import MlflowClient
 
-    return folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST_NAME).is_file()
+    db = (out / "eval" / "mlruns.db").resolve()
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("lecl")
+    runs = client.search_runs(experiment.experiment_id, order_by=["attributes.start_time DESC"], max_results=1)
+    f1 = [m.value for m in client.get_metric_history(runs[0].info.run_id, "val_click_f1")] if runs else []
+    best = out / "models" / "stage0" / "model.pt"
+    print(f"done. best model: {best}" if best.is_file() else f"done (no validation ran, so no best model in {best.parent})")
+    if f1:
+        print(f"  validation click F1 (marker-positive/negative at the held-out clicks): "
+              f"{' -> '.join(f'{v:.2f}' for v in f1)}")
+    print(f"  MLflow run: mlflow ui --backend-store-uri sqlite:///{db}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("demo", help="run the built-in demo on synthetic data")
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
-    p.add_argument("--n-images", type=int, default=6)
+    p.add_argument("--n-images", type=int, default=6, help="synthetic stacks (default 6)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="training epochs (default: the quick config's)")
+    p.add_argument("--skip-training", action="store_true", help="stop after the QC pictures")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -585,12 +585,13 @@ def load_datalist(
                 raise input_error(
                     f"{path}, {section}[{i}]", f"field '{field}' is missing", f'add "{field}": "path/to/file"'
                 )
-    base = path.parent
+    base = path.resolve().parent  # absolute, so MONAI's joined paths and ours agree whatever the working directory
     resolved = load_decathlon_datalist(path, is_segmentation=False, data_list_key=section, base_dir=base)
     for i, entry in enumerate(resolved):
         for field in file_fields:
             if isinstance(entry.get(field), str):
-                full = os.path.normpath(base / entry[field])  # MONAI leaves a missing non-image path relative
+                # MONAI joins "image" always and other fields only when they exist: join the rest for the message
+                full = entry[field] if os.path.isabs(entry[field]) else os.path.normpath(base / entry[field])
                 if not os.path.exists(full):
                     raise input_error(
                         f"{path}, {section}[{i}].{field}",

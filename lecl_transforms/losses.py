@@ -194,6 +194,9 @@ class PixelContrastMemory(nn.Module):
 
         ``labels`` ``(B, H, W)`` class per pixel, -1 where unlabelled; ``predicted`` ``(B, H, W)`` argmax class.
         """
+        if embedding.shape[1] != self.pixel_queue.shape[-1]:
+            raise ValueError(f"the embedding has {embedding.shape[1]} channels but the contrast memory holds "
+                             f"{self.pixel_queue.shape[-1]}: give the loss the network's proj_dim")
         anchors, anchor_labels = self.sample_anchors(embedding, labels, predicted)
         pixel_loss = self.contrast(anchors, anchor_labels, *self._memory(self.pixel_queue, self.pixel_count))
         region_loss = self.contrast(anchors, anchor_labels, *self._memory(self.segment_queue, self.segment_count))

@@ -18,11 +18,16 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets.hovernet import _DecoderBlock, _Transition
 from monai.utils.enums import InterpolateMode, UpsampleMode
 
-__all__ = ["HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES", "valid_widths"]
+__all__ = ["HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES", "valid_widths", "default_proj_dim"]
 
 EMBEDDING_KEY = "embedding"
 ENCODER_PREFIXES = ("conv0.", "res_blocks.")
 _ACT = ("relu", {"inplace": True})
+
+
+def default_proj_dim(width: float) -> int:
+    """Embedding size that goes with a width: the paper's 256 scaled like the other channels."""
+    return int(round(256 * float(width)))
 
 
 def valid_widths() -> tuple[float, ...]:
@@ -155,11 +160,12 @@ class HoVerNetSCL(nn.Module):
         width: channel-width multiplier, one of :func:`valid_widths`; ``1`` is MONAI's HoVerNet (state dicts load
             both ways), ``0.25``/``0.125`` are the compact widths for CPUs.
         freeze_encoder: stage 1 of LECL training: encoder weights get no gradient.
-        proj_dim: embedding size of the projection head (paper: 256); ``0`` drops the head.
+        proj_dim: embedding size of the projection head; default ``256 * width`` (the paper's 256 at full width,
+            scaled like every other width so the head does not dominate a compact network); ``0`` drops the head.
     """
 
     def __init__(self, in_channels: int = 3, out_classes: int = 3, width: float = 1.0, decoder_padding: bool = True,
-                 freeze_encoder: bool = False, proj_dim: int = 256, np_out_channels: int = 2):
+                 freeze_encoder: bool = False, proj_dim: int | None = None, np_out_channels: int = 2):
         super().__init__()
         if float(width) not in valid_widths():
             raise ValueError(f"width={width} is not supported: use one of {valid_widths()} "
@@ -185,6 +191,9 @@ class HoVerNetSCL(nn.Module):
         self.nucleus_prediction = _DecoderBranch(width, np_out_channels, 3, decoder_padding)
         self.horizontal_vertical = _DecoderBranch(width, 2, 3, decoder_padding)
         self.type_prediction = _DecoderBranch(width, out_classes, 3, decoder_padding)
+        if proj_dim is None:
+            proj_dim = default_proj_dim(width)
+        self.proj_dim = int(proj_dim)
         self.return_embedding = proj_dim > 0
         self.projection_head = ProjectionHead(w(64), max(proj_dim, 1))
         for m in self.modules():

@@ -54,3 +54,10 @@ def test_bad_json_and_missing_datalist(files):
         load_datalist(write(files, '{"training": [\n  {"image": }]}'))
     with pytest.raises(LECLInputError, match="datalist not found"):
         load_datalist(files / "nope.json")
+
+
+def test_relative_datalist_path_from_another_working_directory(files, monkeypatch):
+    write(files, {"training": [{"image": "img/a.tif", "points": "a.csv"}]})
+    monkeypatch.chdir(files.parent)
+    (entry,) = load_datalist(f"{files.name}/datalist.json")
+    assert entry["image"] == str(files / "img" / "a.tif") and entry["points"] == str(files / "a.csv")

@@ -1,0 +1,143 @@
+"""The training bundle as users run it: `python -m monai.bundle run training` (quick config, resume, stage 1,
+--tracking mlflow), `torchrun` with the DDP config, and bad config values failing at start."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+CONFIGS = REPO / "bundle" / "configs"
+QUICK = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}']"
+
+
+def bundle_run(bundle_root, *overrides, config=QUICK, launcher=(sys.executable,), timeout=600):
+    cmd = [*launcher, "-m", "monai.bundle", "run", "training", "--config_file", config,
+           "--bundle_root", str(bundle_root), *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def mlflow_runs(bundle_root):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{bundle_root}/eval/mlruns.db")
+    experiment = client.get_experiment_by_name("lecl")
+    runs = client.search_runs(experiment.experiment_id, order_by=["attributes.start_time ASC"])
+    return client, runs
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The quick config as shipped: trains for real on the built-in synthetic data."""
+    root = tmp_path_factory.mktemp("bundle")
+    result = bundle_run(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_quick_config_trains_and_leaves_checkpoints(quick_run):
+    root, _ = quick_run
+    stage0 = root / "models" / "stage0"
+    assert (stage0 / "model.pt").is_file() and (stage0 / "model_final.pt").is_file()
+    assert list(stage0.glob("checkpoint_epoch=*.pt"))
+    best = torch.load(stage0 / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("type_prediction.") for k in best)
+
+
+def test_quick_run_is_in_mlflow_with_per_term_losses_and_validation(quick_run):
+    root, _ = quick_run
+    client, runs = mlflow_runs(root)
+    run = runs[-1]
+    assert run.info.status == "FINISHED"
+    metrics = set(run.data.metrics)
+    for term in ("np_ce", "np_dice", "np_entropy", "hv_mse", "hv_msge", "nc_ce", "nc_dice", "nc_entropy",
+                 "scl_pixel", "scl_region", "total"):
+        assert f"loss_{term}" in metrics
+    assert {"val_click_f1", "val_click_recall"} <= metrics
+    assert run.data.params["width"] == "0.125" and run.data.params["loss_weights.np_entropy"] == "0.5"
+    assert "model_final.pt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    # it really learns: losses fall and the clicks are classified well on the held-out image
+    nc_ce = [m.value for m in client.get_metric_history(run.info.run_id, "loss_nc_ce")]
+    np_ce = [m.value for m in client.get_metric_history(run.info.run_id, "loss_np_ce")]
+    assert nc_ce[-1] < 0.6 * nc_ce[0] and np_ce[-1] < 0.6 * np_ce[0]
+    f1 = [m.value for m in client.get_metric_history(run.info.run_id, "val_click_f1")]
+    assert len(f1) >= 3 and max(f1) >= 0.7
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    assert bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1").returncode == 0
+    result = bundle_run(tmp_path, "--epochs", "2", "--val_interval", "1", "--resume", "true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "Epoch[2] Complete" in log and "Epoch[1] Complete" not in log.split("Engine run resuming")[1]
+    state = torch.load(tmp_path / "models" / "stage0" / "checkpoint_epoch=2.pt", map_location="cpu",
+                       weights_only=True)
+    trainer = state["trainer"]  # Ignite keeps the iteration count: 2 epochs done
+    assert trainer["iteration"] == 2 * trainer["epoch_length"] and "memory.pixel_queue" in state["loss"]
+
+
+def test_stage1_starts_from_the_stage0_model_with_all_layers(tmp_path):
+    assert bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1").returncode == 0
+    result = bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1", "--stage", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stage0/model.pt" in result.stdout + result.stderr  # the CheckpointLoader reports what it restored
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_tracking_mlflow_flag(tmp_path):
+    result = bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1", "--tracking", "mlflow")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = mlflow_runs(tmp_path)
+    metrics = set(runs[-1].data.metrics)
+    assert "train_loss" in metrics and "loss_nc_ce" in metrics and "val_click_f1" in metrics
+
+
+def test_ddp_config_runs_two_cpu_processes(tmp_path):
+    config = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561")
+    result = bundle_run(tmp_path, "--epochs", "2", "--val_interval", "2", config=config, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "models" / "stage0" / "model_final.pt").is_file()
+    log = result.stdout + result.stderr
+    assert log.count("Epoch[2] Metrics -- val_click") == 1  # metrics reported once, by rank 0
+
+
+@pytest.mark.parametrize("override,message", [
+    (("--marker_channel", "3"), "marker_channel=3, but"),
+    (("--patch_size", "250"), "config: patch_size"),
+    (("--datalist", "/nonexistent/datalist.json"), "datalist not found"),
+    (("--loss_weights#np_bce", "1.0"), "unknown loss term"),
+])
+def test_bad_config_values_fail_at_start(tmp_path, override, message):
+    from monai.bundle import ConfigWorkflow
+
+    from lecl_transforms.errors import find_input_error
+
+    workflow = ConfigWorkflow(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "quick.json")],
+                              workflow_type=None, run_id="training")
+    workflow.parser["bundle_root"] = str(tmp_path)
+    key, value = override
+    workflow.parser[key.lstrip("-")] = value if not value.replace(".", "").isdigit() else float(value) \
+        if "." in value else int(value)
+    with pytest.raises(Exception) as error:
+        workflow.initialize()
+        workflow.parser.get_parsed_content("train#trainer")
+    found = find_input_error(error.value)
+    text = str(found) if found else repr(error.value) + str(error.value.__cause__)
+    assert message in text
+    assert not (tmp_path / "models").exists()  # nothing trained
+
+
+def test_lecl_demo_runs_end_to_end(tmp_path):
+    """README's first command: lecl demo (shortened: 2 epochs)."""
+    result = subprocess.run([sys.executable, "-m", "lecl_transforms.cli", "demo", "--out", str(tmp_path / "demo"),
+                             "--epochs", "2"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    demo = tmp_path / "demo"
+    assert (demo / "data" / "preview.png").is_file() and list((demo / "prepared").glob("*_qc.png"))
+    assert (demo / "models" / "stage0" / "model.pt").is_file() and (demo / "eval" / "mlruns.db").is_file()
+    assert "validation click F1" in result.stdout and "mlflow ui" in result.stdout

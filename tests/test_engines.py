@@ -1,0 +1,75 @@
+"""Engine pieces: the click metric on hand-made predictions, batch preparation, early config checks."""
+
+import pytest
+import torch
+
+from lecl_transforms import LECLInputError
+from lecl_transforms.engines import (
+    ClickMetric,
+    PrepareTrainBatch,
+    check_training_config,
+    datalist_entries,
+    latest_checkpoint,
+)
+from lecl_transforms.networks import HoVerNetSCL
+
+
+def _prediction(nucleus_at, type_at):
+    """Logits on a 20x20 image: nucleus where listed, type (1/2) as listed."""
+    np_logits = torch.full((1, 2, 20, 20), 0.0)
+    np_logits[0, 0] = 5.0
+    nc = torch.zeros(1, 3, 20, 20)
+    for (y, x), cls in zip(nucleus_at, type_at):
+        np_logits[0, 1, y - 2:y + 3, x - 2:x + 3] = 10.0
+        nc[0, cls, y - 3:y + 4, x - 3:x + 4] = 10.0
+    return {"nucleus_prediction": np_logits, "type_prediction": nc}
+
+
+def test_click_metric_hand_computed():
+    # clicks: A (neg) predicted neg, B (pos) predicted neg, C (pos) predicted pos, D (pos) not detected
+    clicks = {"points": torch.tensor([[[0, 4, 4], [0, 4, 14], [0, 14, 4], [0, 14, 14]]]),
+              "point_labels": torch.tensor([[1, 2, 2, 2]])}
+    pred = _prediction([(4, 4), (4, 14), (14, 4)], [1, 1, 2])
+    values = {}
+    for kind in ("f1", "recall", "accuracy"):
+        metric = ClickMetric(kind)
+        metric.reset()
+        metric.update((pred, clicks))
+        values[kind] = metric.compute()
+    assert values["recall"] == pytest.approx(3 / 4)
+    assert values["accuracy"] == pytest.approx(2 / 3)
+    f1_neg = 2 * 1 / (2 * 1 + 1 + 0)  # TP A, FP B
+    f1_pos = 2 * 1 / (2 * 1 + 0 + 2)  # TP C, FN B and D
+    assert values["f1"] == pytest.approx((f1_neg + f1_pos) / 2)
+
+
+def test_prepare_train_batch():
+    batch = {"emip": torch.rand(2, 3, 8, 8), **{f"target_{k}": torch.rand(2, c, 8, 8)
+                                               for k, c in (("np", 1), ("hv", 2), ("nc", 1), ("ignore", 1))}}
+    image, target = PrepareTrainBatch()(batch, torch.device("cpu"))
+    assert image.shape == (2, 3, 8, 8) and set(target) == {"np", "hv", "nc", "ignore"}
+
+
+def test_config_checks_fail_early_with_clear_messages(synth_dir):
+    net = HoVerNetSCL(width=0.125)
+    entry = datalist_entries(str(synth_dir / "datalist.json"), "training", "unused")[0]
+    with pytest.raises(LECLInputError, match="config: patch_size"):
+        check_training_config(net, 250, entry)
+    with pytest.raises(LECLInputError, match="marker_channel=3, but .* has 2 channels"):
+        check_training_config(net, 128, entry, 0, 3)
+    with pytest.raises(LECLInputError, match="batch_size"):
+        check_training_config(net, 128, entry, batch_size=0)
+    check_training_config(net, 128, entry, 0, 1, batch_size=2)
+    with pytest.raises(LECLInputError, match="datalist not found"):
+        datalist_entries("/nonexistent/datalist.json", "training", "unused")
+    with pytest.raises(LECLInputError, match="no training checkpoint to resume from"):
+        latest_checkpoint(str(synth_dir))
+    assert latest_checkpoint(str(synth_dir), required=False) == ""
+
+
+def test_built_in_data_is_generated_once(tmp_path):
+    entries = datalist_entries(None, "training", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
+    assert len(entries) == 1 and entries[0]["image"].endswith("synth_000.tif")
+    stamp = (tmp_path / "syn" / "images" / "synth_000.tif").stat().st_mtime_ns
+    datalist_entries(None, "validation", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
+    assert (tmp_path / "syn" / "images" / "synth_000.tif").stat().st_mtime_ns == stamp

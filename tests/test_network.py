@@ -1,0 +1,74 @@
+"""HoVerNetSCL: shapes, MONAI state-dict compatibility, compact widths, TorchScript export."""
+
+import pytest
+import torch
+from monai.networks.nets import HoVerNet
+
+from lecl_transforms.networks import HoVerNetSCL, default_proj_dim
+
+
+@pytest.mark.parametrize("width,size", [(0.125, 64), (0.25, 96), (0.125, 200)])
+def test_output_shapes_and_embedding_only_in_training(width, size):
+    net = HoVerNetSCL(width=width).train()
+    out = net(torch.rand(2, 3, size, size))
+    assert out["nucleus_prediction"].shape == (2, 2, size, size)
+    assert out["horizontal_vertical"].shape == (2, 2, size, size)
+    assert out["type_prediction"].shape == (2, 3, size, size)
+    assert out["embedding"].shape == (2, default_proj_dim(width), size, size)
+    torch.testing.assert_close(out["embedding"].norm(dim=1), torch.ones(2, size, size))  # L2-normalised per pixel
+    assert "embedding" not in net.eval()(torch.rand(1, 3, size, size))
+
+
+def test_state_dict_round_trip_and_same_outputs_as_monai_hovernet():
+    torch.manual_seed(0)
+    monai_net = HoVerNet(mode="fast", in_channels=3, out_classes=3).eval()
+    ours = HoVerNetSCL(width=1.0, decoder_padding=False).eval()
+    head = {k for k in ours.state_dict() if k.startswith("projection_head.")}
+    assert set(ours.state_dict()) - head == set(monai_net.state_dict())
+    not_loaded = ours.load_monai_hovernet(monai_net.state_dict())  # MONAI -> ours
+    assert set(not_loaded) == head
+    back = HoVerNet(mode="fast", in_channels=3, out_classes=3)
+    back.load_state_dict({k: v for k, v in ours.state_dict().items() if k not in head})  # ours -> MONAI, strict
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        expected, got = monai_net(x), ours(x)
+    for key in expected:
+        assert got[key].shape == (1, expected[key].shape[1], 164, 164)
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+
+
+def test_compact_width_scales_every_channel():
+    full = sum(p.numel() for p in HoVerNetSCL(width=1.0).parameters())
+    compact = sum(p.numel() for p in HoVerNetSCL(width=0.125).parameters())
+    assert compact < full / 50
+    assert HoVerNetSCL(width=0.25).proj_dim == 64 and HoVerNetSCL(width=1.0).proj_dim == 256
+
+
+def test_bad_width_and_patch_size_are_explained():
+    with pytest.raises(ValueError, match="width=0.3 is not supported"):
+        HoVerNetSCL(width=0.3)
+    net = HoVerNetSCL(width=0.125)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        net.check_input_size(250)
+    net.check_input_size([128, 256])
+    with pytest.raises(ValueError, match="at least 96"):
+        HoVerNetSCL(width=0.125, decoder_padding=False).check_input_size(64)
+
+
+def test_freeze_encoder():
+    net = HoVerNetSCL(width=0.125, freeze_encoder=True)
+    assert not any(p.requires_grad for n, p in net.named_parameters() if n.startswith(("conv0.", "res_blocks.")))
+    assert all(p.requires_grad for n, p in net.named_parameters() if n.startswith("type_prediction."))
+    net.freeze_encoder(False)
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_torchscript_export_matches():
+    net = HoVerNetSCL(width=0.125).eval()
+    scripted = torch.jit.script(net)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = net(x), scripted(x)
+    assert set(b) == {"nucleus_prediction", "horizontal_vertical", "type_prediction"}
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
