@@ -18,13 +18,8 @@ import tifffile
 from sklearn.metrics import roc_auc_score
 
 from lecl_transforms import REGIMES, load_datalist, write_dataset
-from lecl_transforms.prepare import pseudo_label_transforms
-
-
-def _scores(projection, instances, n):
-    ids = np.asarray(instances)[0].ravel()
-    area = np.bincount(ids, minlength=n + 1)[1:]
-    return np.bincount(ids, weights=np.asarray(projection)[1].ravel(), minlength=n + 1)[1:] / np.maximum(area, 1)
+from lecl_transforms.io import datalist_sections
+from lecl_transforms.prepare import cell_marker_scores, pseudo_label_transforms
 
 
 def evaluate(entries, rules: str) -> dict:
@@ -46,8 +41,8 @@ def evaluate(entries, rules: str) -> dict:
         slices.append(sets.sum(1))
         keep = np.array([r["label"] == "2" or r["decoy"] == "1" for r in rows])
         y.append(np.array([r["label"] == "2" for r in rows])[keep])
-        s_emip.append(_scores(d["emip"], d["instances"], len(rows))[keep])
-        s_mip.append(_scores(d["mip"], d["instances"], len(rows))[keep])
+        s_emip.append(cell_marker_scores(d["emip"], d["instances"], len(rows))[keep])
+        s_mip.append(cell_marker_scores(d["mip"], d["instances"], len(rows))[keep])
         label, inside = np.asarray(d["label"])[0], (truth3d > 0).any(axis=0)
         n_in += inside[label == 1].sum()
         n_total += (label == 1).sum()
@@ -75,8 +70,8 @@ def main(argv=None) -> dict:
         for regime in ("clean", "dense"):
             out = Path(tmp) / regime
             write_dataset(out, args.n_images, args.seed, REGIMES[regime])
-            entries = [e for s in ("training", "validation", "test")
-                       for e in (load_datalist(out / "datalist.json", s) if s in _sections(out) else [])]
+            datalist = out / "datalist.json"
+            entries = [e for s in datalist_sections(datalist) for e in load_datalist(datalist, s)]
             for rules in ("robust", "paper"):
                 r = evaluate(entries, rules)
                 results[(regime, rules)] = r
@@ -84,12 +79,6 @@ def main(argv=None) -> dict:
                       f"{r['auc_mip']:.3f} | {100 * r['nucleus_precision']:.1f} % | "
                       f"{100 * r['background_precision']:.1f} % | {r['mean_slices']:.1f} |")
     return results
-
-
-def _sections(folder: Path) -> set:
-    import json
-
-    return {k for k, v in json.loads((folder / "datalist.json").read_text()).items() if isinstance(v, list)}
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ __all__ = [
     "LoadPoints",
     "LoadPointsd",
     "load_datalist",
+    "datalist_sections",
     "POINT_LABELS",
     "NEGATIVE",
     "POSITIVE",
@@ -550,6 +551,19 @@ class LoadPointsd(MapTransform):
 
 
 # -- datalist -----------------------------------------------------------------------------------------------------------
+def _sections_of(content) -> list[str]:
+    """Keys holding lists of entries (dicts or bare paths), not metadata such as a spacing list."""
+    if not isinstance(content, dict):
+        return []
+    return sorted(k for k, v in content.items()
+                  if isinstance(v, list) and v and all(isinstance(e, (dict, str)) for e in v))
+
+
+def datalist_sections(path: PathLike) -> list[str]:
+    """The sections (``training``, ``validation``, ...) a datalist JSON holds."""
+    return _sections_of(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
 def load_datalist(
     path: PathLike, section: str = "training", required: Sequence[str] = ("image", "points"),
     file_fields: Sequence[str] = ("image", "points"),
@@ -567,7 +581,7 @@ def load_datalist(
     except json.JSONDecodeError as e:
         raise input_error(f"{path}, line {e.lineno}", f"invalid JSON ({e.msg})", "fix the JSON syntax") from None
     if not isinstance(content, dict) or section not in content:
-        have = sorted(k for k, v in content.items() if isinstance(v, list)) if isinstance(content, dict) else []
+        have = _sections_of(content)
         raise input_error(
             path, f"no '{section}' section (sections: {have})",
             f'add "{section}": [{{"image": "...", "points": "..."}}, ...] to the datalist',

@@ -28,7 +28,7 @@ from .transforms import (
 )
 from .visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
 
-__all__ = ["pseudo_label_transforms", "prepare_one", "prepare_datalist", "output_paths", "stem_of",
+__all__ = ["pseudo_label_transforms", "prepare_one", "prepare_datalist", "output_paths", "stem_of", "cell_marker_scores",
            "MANIFEST_NAME", "OUTPUT_SUFFIXES"]
 
 MANIFEST_NAME = "lecl_prepare.json"
@@ -86,9 +86,10 @@ def _write_tiff(path: Path, array: np.ndarray, axes: str, spacing_yx=None) -> No
     tifffile.imwrite(path, np.ascontiguousarray(array), imagej=True, metadata=metadata, **kwargs)
 
 
-def _cell_marker_scores(projection: np.ndarray, instances: np.ndarray, n: int) -> np.ndarray:
-    """Mean marker per nucleus over its instance pixels, ``(n,)``."""
-    ids = instances.ravel()
+def cell_marker_scores(projection, instances, n: int) -> np.ndarray:
+    """Mean marker (channel 1 of a ``(2, Y, X)`` projection) per nucleus over its instance pixels, ``(n,)``;
+    ``instances`` ``(Y, X)`` or ``(1, Y, X)`` with ids ``1..n``."""
+    projection, ids = np.asarray(projection), np.asarray(instances).reshape(-1)
     area = np.bincount(ids, minlength=n + 1)[1:]
     total = np.bincount(ids, weights=projection[1].ravel(), minlength=n + 1)[1:]
     return total / np.maximum(area, 1)
@@ -104,8 +105,8 @@ def qc_image(d: dict) -> np.ndarray:
     n = len(points)
     hi = np.percentile(mip[1], 99.8) - np.percentile(mip[1], 0.5) + 1e-6
     lo = np.percentile(mip[1], 0.5)
-    emip_score = (_cell_marker_scores(emip, instances, n) - lo) / hi
-    mip_score = (_cell_marker_scores(mip, instances, n) - lo) / hi
+    emip_score = (cell_marker_scores(emip, instances, n) - lo) / hi
+    mip_score = (cell_marker_scores(mip, instances, n) - lo) / hi
     removed = (mip_score > 0.3) & (emip_score < 0.5 * mip_score)
     left = draw_mask_edges(composite_rgb(emip[0], emip[1]), cells, colour=(90, 90, 90))
     left = draw_mask_edges(left, instances, colour=(255, 255, 255), only_labelled=True)

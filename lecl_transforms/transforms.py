@@ -19,6 +19,7 @@ key                shape                  meaning
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import fields as dataclass_fields, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from monai.utils import TransformBackends, convert_data_type, convert_to_dst_typ
 
 from . import pseudolabels as P
 from .errors import input_error
+from .io import _source_of
 
 __all__ = [
     "PointDistanceMap",
@@ -64,19 +66,14 @@ def _points(points) -> np.ndarray:
     return _np(points).astype(np.int64).reshape(-1, 3)
 
 
-def _source(img) -> str:
-    meta = getattr(img, "meta", None) or {}
-    return str(meta.get("filename_or_obj", "image"))
-
-
 def _spacing(img, spacing: Sequence[float] | None) -> tuple[float, float, float]:
     meta = getattr(img, "meta", None) or {}
     value = meta.get("spacing") if meta.get("spacing") is not None else spacing
     if value is None:
-        raise input_error(_source(img), "voxel spacing unknown", "load the image with IFStackReader or pass spacing")
+        raise input_error(_source_of(img), "voxel spacing unknown", "load the image with IFStackReader or pass spacing")
     value = tuple(float(v) for v in _np(value).ravel())
     if len(value) != 3:
-        raise input_error(_source(img), f"spacing {value} is not (dz, dy, dx)", "give three numbers (dz, dy, dx)")
+        raise input_error(_source_of(img), f"spacing {value} is not (dz, dy, dx)", "give three numbers (dz, dy, dx)")
     return value
 
 
@@ -91,9 +88,7 @@ def resolve_rules(rules: str | P.PseudoLabelRules | Mapping) -> P.PseudoLabelRul
         return P.RULES[rules]
     fields = dict(rules)
     base = resolve_rules(fields.pop("preset", "robust"))
-    from dataclasses import fields as dc_fields, replace
-
-    known = {f.name for f in dc_fields(P.PseudoLabelRules)}
+    known = {f.name for f in dataclass_fields(P.PseudoLabelRules)}
     bad = sorted(set(fields) - known)
     if bad:
         raise input_error("config: rules", f"unknown field(s) {bad}", f"use {sorted(known)}")

@@ -15,7 +15,7 @@ import tifffile
 from sklearn.metrics import roc_auc_score
 
 from lecl_transforms import REGIMES, load_datalist, write_dataset
-from lecl_transforms.prepare import pseudo_label_transforms
+from lecl_transforms.prepare import cell_marker_scores, pseudo_label_transforms
 
 N_IMAGES = 2
 
@@ -52,12 +52,6 @@ def _z_iou(d, rows):
     return (sets & truth).sum(1) / (sets | truth).sum(1)
 
 
-def _marker_scores(projection, instances, n):
-    ids = np.asarray(instances)[0].ravel()
-    area = np.bincount(ids, minlength=n + 1)[1:]
-    return np.bincount(ids, weights=np.asarray(projection)[1].ravel(), minlength=n + 1)[1:] / np.maximum(area, 1)
-
-
 @pytest.fixture(scope="module")
 def robust(regime_set):
     return regime_set[0], _run(regime_set[1], "robust")
@@ -79,8 +73,8 @@ def test_emip_separates_positives_from_decoys_and_mip_does_not(robust):
         keep = is_pos | is_decoy
         n = len(rows)
         y.append(is_pos[keep])
-        emip.append(_marker_scores(d["emip"], d["instances"], n)[keep])
-        mip.append(_marker_scores(d["mip"], d["instances"], n)[keep])
+        emip.append(cell_marker_scores(d["emip"], d["instances"], n)[keep])
+        mip.append(cell_marker_scores(d["mip"], d["instances"], n)[keep])
     y, emip, mip = map(np.concatenate, (y, emip, mip))
     auc_emip, auc_mip = roc_auc_score(y, emip), roc_auc_score(y, mip)
     assert auc_emip >= 0.95, (regime, auc_emip)
