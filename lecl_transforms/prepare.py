@@ -103,10 +103,9 @@ def qc_image(d: dict) -> np.ndarray:
     cells, instances = np.asarray(d["cells"])[0], np.asarray(d["instances"])[0]
     points, labels = np.asarray(d["points"]), np.asarray(d["point_labels"])
     n = len(points)
-    hi = np.percentile(mip[1], 99.8) - np.percentile(mip[1], 0.5) + 1e-6
-    lo = np.percentile(mip[1], 0.5)
-    emip_score = (cell_marker_scores(emip, instances, n) - lo) / hi
-    mip_score = (cell_marker_scores(mip, instances, n) - lo) / hi
+    lo, hi = np.percentile(mip[1], [0.5, 99.8])
+    emip_score = (cell_marker_scores(emip, instances, n) - lo) / (hi - lo + 1e-6)
+    mip_score = (cell_marker_scores(mip, instances, n) - lo) / (hi - lo + 1e-6)
     removed = (mip_score > 0.3) & (emip_score < 0.5 * mip_score)
     left = draw_mask_edges(composite_rgb(emip[0], emip[1]), cells, colour=(90, 90, 90))
     left = draw_mask_edges(left, instances, colour=(255, 255, 255), only_labelled=True)

@@ -26,6 +26,7 @@ __all__ = [
     "cluster_roles",
     "nuclei_mask_3d",
     "voronoi_cells",
+    "label_edges",
     "cell_slice_counts",
     "slice_sets",
     "slice_ranges",
@@ -247,6 +248,15 @@ def _grow_run(ok: np.ndarray, seed_z: np.ndarray) -> np.ndarray:
     return run
 
 
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """Border pixels of a 2D label image: each pixel whose lower or right neighbour has another label."""
+    labels = np.asarray(labels)
+    edge = np.zeros(labels.shape, bool)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    return edge
+
+
 def _footprints(mask3d: np.ndarray, cells: np.ndarray, points: np.ndarray, fallback_radius: float,
                 distance2d: np.ndarray) -> np.ndarray:
     """Each nucleus' footprint on its clicked slice: the 2D component of ``mask ∩ cell`` holding the click (a small
@@ -254,10 +264,7 @@ def _footprints(mask3d: np.ndarray, cells: np.ndarray, points: np.ndarray, fallb
     n_y, n_x = cells.shape
     owner_z = points[np.maximum(cells - 1, 0), 0]  # clicked slice of each pixel's cell
     on_click_slice = mask3d[owner_z, np.arange(n_y)[:, None], np.arange(n_x)[None]] & (cells > 0)
-    edges = np.zeros_like(on_click_slice)  # cut at cell borders so components never span two cells
-    edges[:-1] |= cells[:-1] != cells[1:]
-    edges[:, :-1] |= cells[:, :-1] != cells[:, 1:]
-    components, _ = ndimage.label(on_click_slice & ~edges)
+    components, _ = ndimage.label(on_click_slice & ~label_edges(cells))  # cut at cell borders: one cell each
     at_click = components[points[:, 1], points[:, 2]]
     owner_comp = at_click[np.maximum(cells - 1, 0)]
     footprint = (components == owner_comp) & (owner_comp > 0)

@@ -160,13 +160,18 @@ def _render_nuclei(cfg: SynthConfig, rng: np.random.Generator, shape, centres, r
         inst[box][take] = i
         best_r[box][take] = r[take]
     # an expert sees no nucleus in a slice that holds only its tip: drop slices with < 10 % of its largest area
-    n = len(centres)
-    area = np.bincount(inst.astype(np.int64).ravel() * n_z + np.repeat(np.arange(n_z), n_y * n_x),
-                       minlength=(n + 1) * n_z).reshape(n + 1, n_z)
+    area = _area_table(inst, len(centres))
     tip = area < 0.1 * area.max(axis=1, keepdims=True)
     tip[0] = False
     inst[tip[inst, np.arange(n_z)[:, None, None]]] = 0
     return inst, best_r
+
+
+def _area_table(inst: np.ndarray, n: int) -> np.ndarray:
+    """Voxels of each label per slice, ``(n + 1, Z)`` (row 0: background), from the instance volume in one pass."""
+    n_z = inst.shape[0]
+    code = inst.astype(np.int64) * n_z + np.arange(n_z)[:, None, None]
+    return np.bincount(code.ravel(), minlength=(n + 1) * n_z).reshape(n + 1, n_z)
 
 
 def _smooth_noise(rng, shape, sigma, mean=1.0, sd=0.2):
@@ -200,8 +205,7 @@ def generate_stack(cfg: SynthConfig = SynthConfig(), seed: int = 0, index: int =
     ids = np.arange(1, n + 1)
 
     # per nucleus z-range and largest cross-section (vectorised over nuclei by a (nucleus, z) area table)
-    area = np.bincount(inst.astype(np.int64).ravel() * n_z + np.repeat(np.arange(n_z), shape[1] * shape[2]),
-                       minlength=(n + 1) * n_z).reshape(n + 1, n_z)[1:]
+    area = _area_table(inst, n)[1:]
     present = area > 0
     alive = present.any(axis=1)
     z_start = np.where(alive, present.argmax(axis=1), -1)

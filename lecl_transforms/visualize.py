@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .pseudolabels import label_edges
+
 __all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "side_by_side", "save_png", "CLASS_COLOURS"]
 
 #: point colours by class: 1 negative (yellow), 2 positive (magenta)
@@ -40,15 +42,6 @@ def draw_points(rgb: np.ndarray, yx: np.ndarray, classes: np.ndarray, radius: in
     for cls, colour in CLASS_COLOURS.items():
         out[grown == cls] = colour
     return out
-
-
-def label_edges(labels: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a label image: each pixel whose lower or right neighbour has another label."""
-    labels = np.asarray(labels)
-    edge = np.zeros(labels.shape, bool)
-    edge[:-1] |= labels[:-1] != labels[1:]
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    return edge
 
 
 def draw_mask_edges(rgb: np.ndarray, labels: np.ndarray, colour=(255, 255, 255), only_labelled: bool = False):
