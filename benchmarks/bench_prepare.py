@@ -17,11 +17,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from lecl_transforms import pseudolabels as P
-from lecl_transforms.synthetic import REGIMES, generate_stack
+from lecl_transforms.transforms import RULES, PseudoLabelRules
+from lecl_transforms.transforms import functional as P
+from lecl_transforms.data import REGIMES, generate_stack
 
 
-def lecl_steps(image: np.ndarray, points: np.ndarray, spacing, rules: P.PseudoLabelRules) -> dict:
+def lecl_steps(image: np.ndarray, points: np.ndarray, spacing, rules: PseudoLabelRules) -> dict:
     """Alg. 1 steps 1-6 and a-e as lecl_transforms computes them (vectorised)."""
     mask = P.nuclei_mask_3d(image[0], points, spacing, rules)
     cells = P.voronoi_cells(points[:, 1:], image.shape[2:])
@@ -70,7 +71,7 @@ def _time_full_prepare(stack) -> float:
 
     import tifffile
 
-    from lecl_transforms.prepare import prepare_datalist
+    from lecl_transforms.tools.prepare import prepare_datalist
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -104,10 +105,10 @@ def main(argv=None) -> dict:
           f"(generated in {time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
-    ours = lecl_steps(image, points, stack.spacing, P.RULES["paper"])
+    ours = lecl_steps(image, points, stack.spacing, RULES["paper"])
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
-    robust = lecl_steps(image, points, stack.spacing, P.RULES["robust"])
+    robust = lecl_steps(image, points, stack.spacing, RULES["robust"])
     t_robust = time.perf_counter() - t0
     t0 = time.perf_counter()
     naive = naive_steps(image, points, stack.spacing, ours["cells"])

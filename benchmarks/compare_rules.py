@@ -18,8 +18,9 @@ import tifffile
 from sklearn.metrics import roc_auc_score
 
 from lecl_transforms import REGIMES, load_datalist, write_dataset
-from lecl_transforms.io import datalist_sections
-from lecl_transforms.prepare import cell_marker_scores, pseudo_label_transforms
+from lecl_transforms.data import datalist_sections
+from lecl_transforms.tools.prepare import cell_marker_scores
+from lecl_transforms.transforms import pseudo_label_transforms
 
 
 def evaluate(entries, rules: str) -> dict:

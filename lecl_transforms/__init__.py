@@ -1,23 +1,29 @@
 """LECL transforms: MONAI transforms and tools for nuclei detection and marker classification in 3D IF stacks
-trained from point annotations (pseudo-labels, EMIP, HoVer-Net targets, synthetic data)."""
+trained from point annotations (pseudo-labels, EMIP, HoVer-Net targets, synthetic data).
 
-from .errors import LECLInputError
-from .io import (
+Subpackages follow MONAI's own lines: ``data`` (reader, points, datalists, synthetic generator), ``transforms``
+(array + dictionary twins; kernels in ``transforms.functional``), ``networks``, ``losses``, ``engines``, ``metrics``
+and ``tools`` (the ``lecl`` command line and ``lecl prepare``).
+"""
+
+from .data import (
     NEGATIVE,
     POSITIVE,
+    REGIMES,
     IFStackReader,
     LoadPoints,
     LoadPointsd,
-    NucleiMarkerChannels,
-    NucleiMarkerChannelsd,
+    SynthConfig,
+    generate_stack,
     load_datalist,
     read_points,
     read_stack,
+    write_dataset,
 )
-from .prepare import prepare_datalist, pseudo_label_transforms
-from .pseudolabels import RULES, PseudoLabelRules
-from .synthetic import REGIMES, SynthConfig, generate_stack, write_dataset
+from .errors import LECLInputError
+from .tools.prepare import prepare_datalist
 from .transforms import (
+    RULES,
     ChannelComposite,
     ChannelComposited,
     ExtendedMIP,
@@ -26,16 +32,20 @@ from .transforms import (
     HoVerNetTargetsd,
     MaxIntensityProjection,
     MaxIntensityProjectiond,
+    NucleiMarkerChannels,
+    NucleiMarkerChannelsd,
     NucleiMask3D,
     NucleiMask3Dd,
     PointDistanceMap,
     PointDistanceMapd,
+    PseudoLabelRules,
     SliceSets,
     SliceSetsd,
     ThreeRegionLabel,
     ThreeRegionLabeld,
     VoronoiCells,
     VoronoiCellsd,
+    pseudo_label_transforms,
 )
 
 __version__ = "0.1.0"

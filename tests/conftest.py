@@ -52,14 +52,14 @@ def czyx():
 
 @pytest.fixture(scope="session")
 def clean_stack():
-    from lecl_transforms.synthetic import REGIMES, generate_stack
+    from lecl_transforms.data import REGIMES, generate_stack
 
     return generate_stack(REGIMES["clean"], seed=1, index=0)
 
 
 @pytest.fixture(scope="session")
 def dense_stack():
-    from lecl_transforms.synthetic import REGIMES, generate_stack
+    from lecl_transforms.data import REGIMES, generate_stack
 
     return generate_stack(REGIMES["dense"], seed=1, index=0)
 
@@ -69,7 +69,7 @@ def synth_dir(tmp_path_factory):
     """A 3-image clean synthetic dataset on disk (written once per test session)."""
     from dataclasses import replace
 
-    from lecl_transforms.synthetic import REGIMES, write_dataset
+    from lecl_transforms.data import REGIMES, write_dataset
 
     out = tmp_path_factory.mktemp("synth") / "data"
     write_dataset(out, n_images=3, seed=7, cfg=replace(REGIMES["clean"], size_yx=96))

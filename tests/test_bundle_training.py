@@ -133,7 +133,7 @@ def test_bad_config_values_fail_at_start(tmp_path, override, message):
 
 def test_lecl_demo_runs_end_to_end(tmp_path):
     """README's first command: lecl demo (shortened: 2 epochs)."""
-    result = subprocess.run([sys.executable, "-m", "lecl_transforms.cli", "demo", "--out", str(tmp_path / "demo"),
+    result = subprocess.run([sys.executable, "-m", "lecl_transforms", "demo", "--out", str(tmp_path / "demo"),
                              "--epochs", "2"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]

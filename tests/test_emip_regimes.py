@@ -15,7 +15,8 @@ import tifffile
 from sklearn.metrics import roc_auc_score
 
 from lecl_transforms import REGIMES, load_datalist, write_dataset
-from lecl_transforms.prepare import cell_marker_scores, pseudo_label_transforms
+from lecl_transforms.tools.prepare import cell_marker_scores
+from lecl_transforms.transforms import pseudo_label_transforms
 
 N_IMAGES = 2
 

@@ -4,13 +4,15 @@ import pytest
 import torch
 
 from lecl_transforms import LECLInputError
+from lecl_transforms.data import datalist_entries
 from lecl_transforms.engines import (
-    ClickMetric,
+
     PrepareTrainBatch,
     check_training_config,
-    datalist_entries,
+
     latest_checkpoint,
 )
+from lecl_transforms.metrics import ClickMetric
 from lecl_transforms.networks import HoVerNetSCL
 
 

@@ -10,8 +10,8 @@ import tifffile
 from PIL import Image
 
 from lecl_transforms import LECLInputError, load_datalist, read_points
-from lecl_transforms.cli import main
-from lecl_transforms.prepare import entries_from_args, prepare_datalist
+from lecl_transforms.tools.cli import main
+from lecl_transforms.tools.prepare import entries_from_args, prepare_datalist
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from lecl_transforms import pseudolabels as P
+from lecl_transforms.transforms import RULES, PseudoLabelRules
+from lecl_transforms.transforms import functional as P
 from lecl_transforms.transforms import ChannelComposite, ExtendedMIP, HoVerNetTargets, SliceSets, resolve_rules
 
 
@@ -80,7 +81,7 @@ def _hand_stack():
 
 def test_slice_sets_paper_rule_takes_every_touched_slice():
     mask, cells, points = _hand_stack()
-    sets = P.slice_sets(mask, cells, points, P.RULES["paper"])
+    sets = P.slice_sets(mask, cells, points, RULES["paper"])
     np.testing.assert_array_equal(np.flatnonzero(sets[0]), [2, 3, 4, 5, 7])
 
 
@@ -93,7 +94,7 @@ def test_slice_sets_robust_rule_keeps_the_nucleus_only():
 
 def test_slice_sets_always_hold_the_clicked_slice():
     mask = np.zeros((5, 8, 8), bool)
-    sets = P.slice_sets(mask, np.ones((8, 8), np.int32), np.array([[2, 4, 4]]), P.RULES["robust"])
+    sets = P.slice_sets(mask, np.ones((8, 8), np.int32), np.array([[2, 4, 4]]), RULES["robust"])
     np.testing.assert_array_equal(np.flatnonzero(sets[0]), [2])
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LECLInputError, find_input_error
+from ..errors import LECLInputError, find_input_error
 
 __all__ = ["main"]
 
@@ -34,7 +34,7 @@ def _add_synth_options(p: argparse.ArgumentParser) -> None:
 
 
 def _synth_config(args):
-    from .synthetic import config_from_options
+    from ..data.synthetic_dataset import config_from_options
 
     opts = {k: getattr(args, k) for k in ("size_yx", "density", "anisotropy", "pixel_size", "haze", "photons",
                                           "positive_fraction", "decoy_fraction", "point_jitter_px",
@@ -49,7 +49,7 @@ def _synth_config(args):
 
 
 def cmd_synth(args) -> int:
-    from .synthetic import write_dataset
+    from ..data.synthetic_dataset import write_dataset
 
     cfg = _synth_config(args)
     datalist = write_dataset(args.out, args.n_images, args.seed, cfg, overwrite=args.overwrite, progress=True,
@@ -112,9 +112,10 @@ def cmd_prepare(args) -> int:
 def cmd_demo(args) -> int:
     """The built-in end-to-end run: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> quick LECL training
     (the bundle's ``train.json`` + ``quick.json`` through MONAI's bundle runner). Everything goes under ``--out``."""
-    from .engines import default_bundle_root
+    from ..engines.config import default_bundle_root
     from .prepare import entries_from_args, prepare_datalist
-    from .synthetic import MANIFEST_NAME, REGIMES, write_dataset
+    from ..data.synthetic import REGIMES
+    from ..data.synthetic_dataset import MANIFEST_NAME, write_dataset
 
     out = Path(args.out)
     data, prepared = out / "data", out / "prepared"

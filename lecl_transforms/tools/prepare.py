@@ -11,55 +11,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from monai.transforms import Compose, DeleteItemsd, LoadImaged
+from monai.transforms import Compose
 
-from . import pseudolabels as P
-from .errors import input_error
-from .io import IFStackReader, LoadPointsd, NucleiMarkerChannelsd, load_datalist
-from .transforms import (
-    ExtendedMIPd,
-    MaxIntensityProjectiond,
-    NucleiMask3Dd,
-    PointDistanceMapd,
-    SliceSetsd,
-    ThreeRegionLabeld,
-    VoronoiCellsd,
-    resolve_rules,
-)
+from ..data.datalist import load_datalist
+from ..errors import input_error
+from ..transforms.compose import pseudo_label_transforms
+from ..transforms.functional import slice_ranges
+from ..transforms.rules import resolve_rules
 from .visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
 
-__all__ = ["pseudo_label_transforms", "prepare_one", "prepare_datalist", "output_paths", "stem_of", "cell_marker_scores",
+__all__ = ["prepare_one", "prepare_datalist", "output_paths", "stem_of", "cell_marker_scores",
            "MANIFEST_NAME", "OUTPUT_SUFFIXES"]
 
 MANIFEST_NAME = "lecl_prepare.json"
 OUTPUT_SUFFIXES = ("_emip.tif", "_mip.tif", "_nuclei.csv", "_labels.tif", "_instances.tif", "_qc.png")
 NUCLEI_COLUMNS = ["id", "z", "y", "x", "label", "z_start", "z_stop"]
-
-
-def pseudo_label_transforms(nuclei_channel: int = 0, marker_channel: int = 1, spacing: Sequence[float] | None = None,
-                            axes: str | None = None, rules="robust", emip_channels: str = "both", seed: int = 0,
-                            keep_intermediate: bool = False) -> Compose:
-    """The whole weak-label pipeline on a dict ``{"image": path, "points": path}`` (Alg. 1 and the 2D label).
-
-    Adds ``emip``, ``mip`` ``(2, Y, X)``, ``cells``, ``slice_sets``, ``label``, ``instances``; drops the 3D
-    intermediates (distance map, 3D mask) unless ``keep_intermediate``, so it caches lightly in ``CacheDataset``.
-    """
-    rules = resolve_rules(rules)
-    steps = [
-        LoadImaged("image", reader=IFStackReader(axes=axes, spacing=spacing), image_only=True),
-        NucleiMarkerChannelsd("image", nuclei_channel, marker_channel),
-        LoadPointsd("points", image_key="image"),
-        PointDistanceMapd("image"),
-        NucleiMask3Dd("image", rules=rules, seed=seed),
-        VoronoiCellsd("points"),
-        SliceSetsd("nuclei_mask", rules=rules),
-        ExtendedMIPd("image", channels=emip_channels),
-        MaxIntensityProjectiond("image"),
-        ThreeRegionLabeld("emip", rules=rules, seed=seed),
-    ]
-    if not keep_intermediate:
-        steps.append(DeleteItemsd(["point_distance", "nuclei_mask"]))
-    return Compose(steps)
 
 
 def stem_of(path) -> str:
@@ -132,7 +98,7 @@ def _rings(rgb: np.ndarray, yx: np.ndarray, colour, radius: float = 7.0) -> np.n
 
 def _nuclei_rows(d: dict) -> list[list[int]]:
     points, labels = np.asarray(d["points"]), np.asarray(d["point_labels"])
-    ranges = P.slice_ranges(np.asarray(d["slice_sets"]))
+    ranges = slice_ranges(np.asarray(d["slice_sets"]))
     return [[j + 1, *map(int, points[j]), int(labels[j]), int(ranges[j, 0]), int(ranges[j, 1])]
             for j in range(len(points))]
 

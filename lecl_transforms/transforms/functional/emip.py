@@ -1,26 +1,22 @@
-"""The LECL weak-label steps as plain, vectorised numpy functions (the MONAI transforms in ``transforms.py`` wrap them).
+"""Algorithm 1 (EMIP) as plain, vectorised numpy kernels; the MONAI transforms in ``transforms/emip.py`` wrap them.
 
-Paper references: Algorithm 1 (EMIP) steps 1-6 and a-e; the 2D three-region label follows Qu et al. (MIDL 2019) as
-LECL does before HoVer-Net. Conventions: volumes ``(Z, Y, X)``, images ``(C, Z, Y, X)``, points ``(N, 3)`` int
-``(z, y, x)``, cells ``(Y, X)`` int32 with cell ``j + 1`` belonging to point ``j`` (0 = no cell).
-
-Every per-nucleus quantity is computed with label arrays (``bincount``, labelled EDT, fancy indexing), never with a
-Python loop that touches the whole volume once per nucleus.
-"""
+Conventions: volumes ``(Z, Y, X)``, images ``(C, Z, Y, X)``, points ``(N, 3)`` int ``(z, y, x)``, cells ``(Y, X)``
+int32 with cell ``j + 1`` belonging to point ``j`` (0 = no cell). Every per-nucleus quantity is computed with label
+arrays (``bincount``, labelled EDT, fancy indexing), never with a Python loop touching the whole volume per nucleus."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from ..rules import RULES, PseudoLabelRules
+
 __all__ = [
-    "RULES",
-    "PseudoLabelRules",
     "scale_to_8bit",
+    "point_mask",
     "distance_to_points",
     "kmeans_features",
     "cluster_roles",
@@ -32,51 +28,17 @@ __all__ = [
     "slice_ranges",
     "extended_mip",
     "max_intensity_projection",
-    "remove_small_components",
-    "labelled_dilation",
-    "refine_per_cell",
-    "three_region_label",
-    "hover_maps",
 ]
+
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PseudoLabelRules:
-    """How the 3D steps decide; ``RULES["paper"]`` is Algorithm 1 taken literally, ``RULES["robust"]`` the default.
-
-    * ``intensity_scaling``: ``"minmax"`` (paper: 16 -> 8 bit over the whole stack) or ``"percentile"`` (0.5-99.9 %,
-      robust to hot pixels).
-    * ``background``: ``"ball_overlap"`` (paper step 4: of the two non-nuclei clusters, the one least overlapping the
-      points dilated by a ball of ``ball_radius`` voxels, in voxel-index space as the published code does) or
-      ``"darkest"`` (the non-nuclei cluster with the lowest intensity centre).
-    * ``mask``: ``"not_background"`` (paper: every voxel not in the background cluster), ``"nuclei_cluster"`` (only the
-      cluster holding most points) or ``"brightness_groups"``: the nuclei cluster plus the third cluster when its
-      intensity centre is nearer the nuclei's than the background's. That third cluster is a dark halo around points
-      in sparse stacks, but the dim rims of nuclei in dense ones; the literal rule takes it in either way.
-    * ``slices``: ``"any"`` (paper step c: every slice where cell and mask intersect) or ``"footprint_run"``: the
-      contiguous run of slices through the clicked slice in which the mask covers at least ``min_overlap`` of the
-      nucleus' footprint on its clicked slice (robust to haze and to neighbours above/below in the same cell).
-    """
-
-    intensity_scaling: str = "percentile"
-    background: str = "darkest"
-    mask: str = "brightness_groups"
-    slices: str = "footprint_run"
-    ball_radius: float = 4.0
-    min_overlap: float = 0.3
-    fallback_radius: float = 3.0
-
-
-RULES = {
-    "robust": PseudoLabelRules(),
-    "paper": PseudoLabelRules(intensity_scaling="minmax", background="ball_overlap", mask="not_background",
-                              slices="any"),
-}
-
 _FEATURE_CLIP = 20.0  # paper step 2: min(distance, 20)
+
+
 _INTENSITY_DIVISOR = 10.0  # paper step 2: 8-bit intensity / 10, to match the distance's range
+
+
 _DISTANCE_BIN = 0.05  # px; k-means runs on the feature histogram at this resolution (exact for 8-bit intensity)
 
 
@@ -316,125 +278,3 @@ def extended_mip(image: np.ndarray, cells: np.ndarray, sets: np.ndarray) -> np.n
 def max_intensity_projection(image: np.ndarray) -> np.ndarray:
     """Plain MIP over z, ``(C, Z, Y, X)`` -> ``(C, Y, X)``: the baseline EMIP is compared with."""
     return np.asarray(image, dtype=np.float32).max(axis=1)
-
-
-# -- labelled morphology (per-cell operations without per-cell loops) -------------------------------------------------
-def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop connected components (8-connected) smaller than ``min_size`` pixels."""
-    components, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
-    sizes = np.bincount(components.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[components]
-
-
-def _conflict_colours(labels: np.ndarray, reach: float) -> np.ndarray:
-    """Greedy colouring of labels so that two labels closer than ``reach`` px never share a colour.
-
-    Returns colour per label id (index 0 unused). The loop runs over the conflict graph (a few neighbours per label),
-    never over pixels.
-    """
-    grown = labelled_dilation(labels, reach / 2)
-    pairs = []
-    for a, b in ((grown[:-1], grown[1:]), (grown[:, :-1], grown[:, 1:]), (grown[:-1, :-1], grown[1:, 1:]),
-                 (grown[:-1, 1:], grown[1:, :-1])):
-        touch = (a != b) & (a > 0) & (b > 0)
-        pairs.append(np.stack([a[touch], b[touch]], axis=1))
-    pairs = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
-    n = int(labels.max()) + 1
-    neighbours: list[list[int]] = [[] for _ in range(n)]
-    for a, b in pairs:
-        neighbours[a].append(b)
-        neighbours[b].append(a)
-    colour = np.full(n, -1)
-    for label in np.unique(labels[labels > 0]):
-        taken = {colour[m] for m in neighbours[label]}
-        colour[label] = next(c for c in range(n) if c not in taken)
-    return colour
-
-
-def labelled_dilation(labels: np.ndarray, radius: float) -> np.ndarray:
-    """Grow every label by ``radius`` px into unlabelled pixels; where two grow into the same pixel, the nearer wins."""
-    distance, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    return np.where(distance <= radius, labels[iy, ix], 0)
-
-
-def refine_per_cell(labels: np.ndarray, dilate: float = 5, erode: float = 7) -> np.ndarray:
-    """Per label, on its own: dilate by ``dilate`` px, fill holes, erode by ``erode`` px (Qu et al. refinement).
-
-    Labels whose dilations could meet get different colours; each colour class is then processed with whole-image
-    distance transforms, which is exact because its members never interact. Out-of-image pixels do not erode (as
-    in the reference's erosion). Returns the refined label image (a label can vanish if it was thinner than
-    ``2 * (erode - dilate)``).
-    """
-    out = np.zeros_like(labels)
-    if not (labels > 0).any():
-        return out
-    colour = _conflict_colours(labels, 2 * dilate + 2)
-    pad = int(np.ceil(erode)) + 1
-    for c in np.unique(colour[colour >= 0]):
-        members = np.where(colour[labels] == c, labels, 0)
-        distance, (iy, ix) = ndimage.distance_transform_edt(members == 0, return_indices=True)
-        dilated = ndimage.binary_fill_holes(distance <= dilate)
-        depth = ndimage.distance_transform_edt(np.pad(dilated, pad, constant_values=True))[pad:-pad, pad:-pad]
-        keep = depth > erode
-        out[keep] = members[iy, ix][keep]
-    return out
-
-
-# -- the 2D three-region label (Qu et al. 2019, as used by LECL) and HoVer-Net targets ------------------------------------
-def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.ndarray,
-                       rules: PseudoLabelRules = RULES["robust"], seed: int = 0, min_size: int = 30,
-                       dilate: float = 5, erode: float = 7, background_margin: float = 10,
-                       background_disk: float = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Weak label on a projected nuclei image ``(Y, X)``: 1 nucleus, 0 background, 255 ignore (unlabelled).
-
-    As Qu et al. (2019), which LECL uses before HoVer-Net: k-means (k=3) on ``[intensity / 10, min(distance to points,
-    20)]``; the clusters' roles as in :func:`cluster_roles` (``rules.mask`` and ``rules.background``; the paper's
-    2D background rule dilates the points by a disk of ``background_disk``). Nuclei are refined per Voronoi cell
-    (objects < ``min_size`` px removed, dilated by ``dilate``, holes filled, eroded by ``erode``); background keeps
-    only background-cluster pixels outside refined nuclei and farther than ``background_margin`` from any point.
-    Returns ``(label (Y, X) uint8, instances (Y, X) int32 = nuclei region ∩ Voronoi cells, id = cell id)``.
-    """
-    points_yx = np.asarray(points_yx, int).reshape(-1, 2)
-    distance = distance_to_points(points_yx, nuclei2d.shape, (1.0, 1.0))
-    clusters, centres = kmeans_features(scale_to_8bit(nuclei2d, rules.intensity_scaling), distance, seed=seed)
-    mask_rule = "nuclei_cluster" if rules.mask == "not_background" else rules.mask  # Qu: nuclei cluster only
-    mask_ids, background_idx = cluster_roles(clusters, centres, points_yx, rules.background, mask_rule,
-                                             background_disk)
-    nuclei = remove_small_components(np.isin(clusters, mask_ids), min_size)
-    refined = refine_per_cell(np.where(nuclei, cells, 0), dilate, erode)
-    label = np.full(nuclei2d.shape, 255, np.uint8)
-    label[(clusters == background_idx) & (refined == 0) & (distance > background_margin)] = 0
-    label[refined > 0] = 1
-    # instances = nuclei region ∩ Voronoi cell: a refined nucleus may spill a few pixels over its cell border
-    return label, np.where(refined > 0, cells, 0).astype(np.int32)
-
-
-def hover_maps(instances: np.ndarray) -> np.ndarray:
-    """HoVer-Net horizontal/vertical maps ``(2, Y, X)`` float32 from an instance map ``(Y, X)``.
-
-    Per instance: x (h) and y (v) offsets from its centre of mass, negative side divided by its largest magnitude and
-    positive side by its largest value, so each lies in [-1, 1] (Graham et al. 2019). Vectorised over instances with
-    labelled reductions; background is 0.
-    """
-    instances = np.asarray(instances)
-    out = np.zeros((2,) + instances.shape, np.float32)
-    inside = instances > 0
-    if not inside.any():
-        return out
-    labels = instances[inside].astype(np.int64)
-    n = labels.max() + 1
-    count = np.bincount(labels, minlength=n).astype(np.float64)
-    ys, xs = np.nonzero(inside)
-    for channel, coord in ((0, xs), (1, ys)):
-        centre = np.bincount(labels, weights=coord, minlength=n) / np.maximum(count, 1)
-        offset = coord - centre[labels]
-        low = np.zeros(n)
-        high = np.zeros(n)
-        np.minimum.at(low, labels, offset)
-        np.maximum.at(high, labels, offset)
-        scaled = np.where(offset < 0, offset / np.where(low < 0, -low, 1)[labels],
-                          offset / np.where(high > 0, high, 1)[labels])
-        out[channel][inside] = scaled
-    return out

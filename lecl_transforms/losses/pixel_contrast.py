@@ -1,81 +1,14 @@
-"""LECL losses: HoVer-Net branch losses on weak labels, supervised pixel contrast with memory, and their sum.
-
-Every term is a named unit with its own weight; a weight of 0 (or leaving the term out) switches it off, and
-``LECLLoss.last_terms`` holds each term's last value so the trainer can log them separately.
-
-Targets (``HoVerNetTargets``): ``np`` ``(B, 1, H, W)`` 0/1, ``hv`` ``(B, 2, H, W)``, ``nc`` ``(B, 1, H, W)``
-0 background / 1 negative / 2 positive, ``ignore`` ``(B, 1, H, W)`` 1 where the weak label is unlabelled.
-"""
+"""Supervised pixel contrast with per-class memory queues (Eq. 1 SCL terms; Wang et al., ICCV 2021)."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import MaskedDiceLoss
-from monai.transforms import SobelGradients
 
 __all__ = [
-    "TERMS",
-    "DEFAULT_WEIGHTS",
-    "masked_cross_entropy",
-    "entropy_on",
-    "hv_mse",
-    "hv_msge",
     "PixelContrastMemory",
-    "LECLLoss",
 ]
-
-#: every loss term, in logging order
-TERMS = ("np_ce", "np_dice", "np_entropy", "hv_mse", "hv_msge", "nc_ce", "nc_dice", "nc_entropy", "scl_pixel",
-         "scl_region")
-#: paper / published-code weights (Table 4: CE 1, Dice 1, entropy 0.5; Eq. 1 adds the contrast terms)
-DEFAULT_WEIGHTS = {"np_ce": 1.0, "np_dice": 1.0, "np_entropy": 0.5, "hv_mse": 1.0, "hv_msge": 1.0, "nc_ce": 1.0,
-                   "nc_dice": 1.0, "nc_entropy": 0.5, "scl_pixel": 1.0, "scl_region": 1.0}
-IGNORE_INDEX = -100
-
-
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor,
-                         class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy over labelled pixels only: ignore pixels give neither loss nor gradient (Eq. 1 CE term)."""
-    labels = target[:, 0].long().masked_fill(ignore[:, 0] > 0, IGNORE_INDEX)
-    if not (labels != IGNORE_INDEX).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, weight=class_weights, ignore_index=IGNORE_INDEX)
-
-
-def entropy_on(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Mean Shannon entropy of the softmax over ``region`` pixels (entropy minimisation on the unlabelled region)."""
-    mask = region[:, 0] > 0
-    if not mask.any():
-        return logits.sum() * 0.0
-    log_p = F.log_softmax(logits.float(), dim=1)
-    entropy = -(log_p.exp() * log_p).sum(dim=1)
-    return entropy[mask].mean()
-
-
-def hv_mse(pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
-    """MSE of the horizontal/vertical maps over labelled pixels (nuclei and background; not the ignore region)."""
-    weight = labelled.expand_as(pred).float()
-    return ((pred.float() - target) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-_SOBEL_H = SobelGradients(kernel_size=5, spatial_axes=1)
-_SOBEL_V = SobelGradients(kernel_size=5, spatial_axes=0)
-
-
-def hv_msge(pred: torch.Tensor, target: torch.Tensor, nuclei: torch.Tensor) -> torch.Tensor:
-    """MSE of the HV maps' Sobel gradients (d/dx of the horizontal map, d/dy of the vertical map) over nucleus
-    pixels, as HoVer-Net (and MONAI's ``HoVerNetLoss``) do."""
-
-    def gradients(hv: torch.Tensor) -> torch.Tensor:
-        return torch.stack([_SOBEL_H(hv[:, 0]), _SOBEL_V(hv[:, 1])], dim=1)
-
-    focus = nuclei.expand(-1, 2, -1, -1).float()
-    diff = gradients(pred.float()) - gradients(target.float())
-    return (diff**2 * focus).sum() / (focus.sum() + 1e-8)
 
 
 class PixelContrastMemory(nn.Module):
@@ -203,86 +136,3 @@ class PixelContrastMemory(nn.Module):
         if enqueue:
             self.enqueue(embedding, labels)
         return pixel_loss, region_loss
-
-
-class LECLLoss(nn.Module):
-    """The LECL training loss: NP (CE + Dice + entropy), HV (MSE + MSGE), NC (CE + Dice + entropy + pixel contrast).
-
-    ``forward(pred, target)`` returns the weighted sum; ``last_terms`` holds every active term's value. The contrast
-    terms start at ``contrast_start_epoch`` (call :meth:`set_epoch`; epochs count from 1), before that the memory
-    is filled but not contrasted against.
-
-    Args:
-        weights: term -> weight; missing terms take :data:`DEFAULT_WEIGHTS`, 0 switches a term off.
-        nc_class_weights: CE class weights of the NC branch (published code: 0.0005, 0.4995, 0.5).
-    """
-
-    def __init__(self, weights: Mapping[str, float] | None = None, num_classes: int = 3,
-                 nc_class_weights: Sequence[float] | None = (0.0005, 0.4995, 0.5), contrast_start_epoch: int = 30,
-                 proj_dim: int = 256, memory_size: int = 5000, pixels_per_class: int = 10, max_samples: int = 1024,
-                 max_views: int = 2, temperature: float = 0.07, base_temperature: float = 0.07):
-        super().__init__()
-        unknown = sorted(set(weights or {}) - set(TERMS))
-        if unknown:
-            raise ValueError(f"unknown loss term(s) {unknown} in loss weights: use {list(TERMS)}")
-        self.weights = {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in (weights or {}).items()}}
-        if nc_class_weights is not None and len(nc_class_weights) != num_classes:
-            raise ValueError(f"nc_class_weights has {len(nc_class_weights)} values for {num_classes} classes")
-        self.register_buffer("nc_class_weights", None if nc_class_weights is None else
-                             torch.tensor(list(nc_class_weights), dtype=torch.float32))
-        self.contrast_start_epoch = contrast_start_epoch
-        self.epoch = 1
-        self.dice = MaskedDiceLoss(softmax=True, to_onehot_y=True, smooth_nr=1e-3, smooth_dr=1e-3, batch=True)
-        self.memory = PixelContrastMemory(num_classes, proj_dim, memory_size, pixels_per_class, max_samples,
-                                          max_views, temperature, base_temperature)
-        self.last_terms: dict[str, float] = {}
-
-    def active_terms(self) -> list[str]:
-        return [t for t in TERMS if self.weights.get(t, 0) != 0]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def contrast_on(self) -> bool:
-        return self.epoch >= self.contrast_start_epoch
-
-    def forward(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        ignore = target["ignore"]
-        labelled = 1.0 - ignore
-        nuclei = target["np"] * labelled
-        np_logits, nc_logits = pred["nucleus_prediction"], pred["type_prediction"]
-        terms: dict[str, torch.Tensor] = {}
-        w = self.weights
-        if w["np_ce"]:
-            terms["np_ce"] = masked_cross_entropy(np_logits, target["np"], ignore)
-        if w["np_dice"]:
-            terms["np_dice"] = self.dice(np_logits.float(), target["np"], labelled)
-        if w["np_entropy"]:
-            terms["np_entropy"] = entropy_on(np_logits, ignore)
-        if w["hv_mse"]:
-            terms["hv_mse"] = hv_mse(pred["horizontal_vertical"], target["hv"], labelled)
-        if w["hv_msge"]:
-            terms["hv_msge"] = hv_msge(pred["horizontal_vertical"], target["hv"], nuclei)
-        if w["nc_ce"]:
-            terms["nc_ce"] = masked_cross_entropy(nc_logits, target["nc"], ignore, self.nc_class_weights)
-        if w["nc_dice"]:
-            terms["nc_dice"] = self.dice(nc_logits.float(), target["nc"], labelled)
-        if w["nc_entropy"]:
-            terms["nc_entropy"] = entropy_on(nc_logits, ignore)
-        if (w["scl_pixel"] or w["scl_region"]) and "embedding" in pred:
-            labels = target["nc"][:, 0].long().masked_fill(ignore[:, 0] > 0, -1)
-            if self.contrast_on():
-                pixel, region = self.memory(pred["embedding"], labels, nc_logits.argmax(1))
-                if w["scl_pixel"]:
-                    terms["scl_pixel"] = pixel
-                if w["scl_region"]:
-                    terms["scl_region"] = region
-            else:
-                self.memory.enqueue(pred["embedding"], labels)  # warm-up: fill the memory only
-        total = sum(w[k] * v for k, v in terms.items())
-        if "embedding" in pred and "scl_pixel" not in terms and "scl_region" not in terms:
-            # the head is idle (warm-up, or contrast off): a zero term keeps DDP from stalling on unused parameters
-            total = total + 0.0 * pred["embedding"].sum()
-        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
-        self.last_terms["total"] = float(total.detach()) if isinstance(total, torch.Tensor) else float(total)
-        return total

@@ -1,0 +1,81 @@
+"""The trainer that passes the epoch to the loss and keeps per-term losses, and batch preparation for dict targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from ignite.metrics import Average, Metric
+from monai.engines import SupervisedTrainer
+
+__all__ = [
+    "TARGET_KEYS",
+    "PrepareTrainBatch",
+    "PrepareValBatch",
+    "LECLTrainer",
+    "loss_term_metrics",
+    "lower_is_better",
+]
+
+
+TARGET_KEYS = ("np", "hv", "nc", "ignore")
+
+
+# -- batches -----------------------------------------------------------------------------------------------------------
+class PrepareTrainBatch:
+    """``(image, {np, hv, nc, ignore})`` on the device from a collated batch with ``image_key`` and
+    ``{target_prefix}np`` etc. (as ``HoVerNetTargetsd`` writes them)."""
+
+    def __init__(self, image_key: str = "emip", target_prefix: str = "target_"):
+        self.image_key, self.target_prefix = image_key, target_prefix
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        move = lambda t: torch.as_tensor(t).to(device=device, non_blocking=non_blocking).float()  # noqa: E731
+        image = move(batchdata[self.image_key])
+        return image, {k: move(batchdata[f"{self.target_prefix}{k}"]) for k in TARGET_KEYS}
+
+
+class PrepareValBatch:
+    """``(image, {points, point_labels, label})`` for validation on whole images with clicks."""
+
+    def __init__(self, image_key: str = "emip"):
+        self.image_key = image_key
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        image = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking).float()
+        label = {k: torch.as_tensor(batchdata[k]) for k in ("points", "point_labels", "label") if k in batchdata}
+        return image, label
+
+
+# -- the trainer ---------------------------------------------------------------------------------------------------------
+class LECLTrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` that tells the loss the epoch (contrast warm-up) and keeps every loss term in
+    ``engine.state.output["loss_terms"]`` for logging."""
+
+    def _iteration(self, engine, batchdata: dict[str, torch.Tensor]) -> dict:
+        if hasattr(self.loss_function, "set_epoch"):
+            self.loss_function.set_epoch(engine.state.epoch)
+        output = super()._iteration(engine, batchdata)
+        terms = dict(getattr(self.loss_function, "last_terms", {}))
+        for item in output if isinstance(output, list) else [output]:  # decollated: one dict per batch item
+            item["loss_terms"] = terms
+        return output
+
+
+def loss_term_metrics(loss, prefix: str = "loss_") -> dict[str, Metric]:
+    """One epoch-average metric per active loss term (plus the total), so each is printed and logged separately."""
+    names = ["total", *loss.active_terms()]
+    return {f"{prefix}{name}": Average(output_transform=_term_reader(name)) for name in names}
+
+
+def _term_reader(name: str):
+    def read(output):
+        output = output[0] if isinstance(output, list) else output  # decollated: every item holds the batch's terms
+        return float(output["loss_terms"].get(name, 0.0))
+
+    return read
+
+
+def lower_is_better(current: float, previous: float) -> bool:
+    """``metric_cmp_fn`` for loss-type key metrics."""
+    return current < previous

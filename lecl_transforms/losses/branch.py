@@ -1,0 +1,60 @@
+"""HoVer-Net branch losses on weak labels (Eq. 1 CE, Dice and entropy terms; HV MSE and MSGE)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.transforms import SobelGradients
+
+__all__ = [
+    "masked_cross_entropy",
+    "entropy_on",
+    "hv_mse",
+    "hv_msge",
+]
+
+
+IGNORE_INDEX = -100
+
+
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor,
+                         class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over labelled pixels only: ignore pixels give neither loss nor gradient (Eq. 1 CE term)."""
+    labels = target[:, 0].long().masked_fill(ignore[:, 0] > 0, IGNORE_INDEX)
+    if not (labels != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), labels, weight=class_weights, ignore_index=IGNORE_INDEX)
+
+
+def entropy_on(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy of the softmax over ``region`` pixels (entropy minimisation on the unlabelled region)."""
+    mask = region[:, 0] > 0
+    if not mask.any():
+        return logits.sum() * 0.0
+    log_p = F.log_softmax(logits.float(), dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    return entropy[mask].mean()
+
+
+def hv_mse(pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """MSE of the horizontal/vertical maps over labelled pixels (nuclei and background; not the ignore region)."""
+    weight = labelled.expand_as(pred).float()
+    return ((pred.float() - target) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+_SOBEL_H = SobelGradients(kernel_size=5, spatial_axes=1)
+
+
+_SOBEL_V = SobelGradients(kernel_size=5, spatial_axes=0)
+
+
+def hv_msge(pred: torch.Tensor, target: torch.Tensor, nuclei: torch.Tensor) -> torch.Tensor:
+    """MSE of the HV maps' Sobel gradients (d/dx of the horizontal map, d/dy of the vertical map) over nucleus
+    pixels, as HoVer-Net (and MONAI's ``HoVerNetLoss``) do."""
+
+    def gradients(hv: torch.Tensor) -> torch.Tensor:
+        return torch.stack([_SOBEL_H(hv[:, 0]), _SOBEL_V(hv[:, 1])], dim=1)
+
+    focus = nuclei.expand(-1, 2, -1, -1).float()
+    diff = gradients(pred.float()) - gradients(target.float())
+    return (diff**2 * focus).sum() / (focus.sum() + 1e-8)

@@ -1,0 +1,5 @@
+"""Metrics: the click-based validation metric."""
+
+from .click import ClickMetric
+
+__all__ = ["ClickMetric"]

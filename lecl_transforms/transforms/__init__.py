@@ -1,0 +1,29 @@
+"""MONAI transforms of LECL: each an array transform and its dictionary twin; kernels in ``functional``."""
+
+from .channels import ChannelComposite, ChannelComposited, NucleiMarkerChannels, NucleiMarkerChannelsd
+from .compose import pseudo_label_transforms
+from .emip import (
+    ExtendedMIP,
+    ExtendedMIPd,
+    MaxIntensityProjection,
+    MaxIntensityProjectiond,
+    NucleiMask3D,
+    NucleiMask3Dd,
+    PointDistanceMap,
+    PointDistanceMapd,
+    SliceSets,
+    SliceSetsd,
+    VoronoiCells,
+    VoronoiCellsd,
+)
+from .rules import RULES, PseudoLabelRules, resolve_rules
+from .targets import HoVerNetTargets, HoVerNetTargetsd, ThreeRegionLabel, ThreeRegionLabeld
+from .utils import IGNORE
+
+__all__ = [
+    "NucleiMarkerChannels", "NucleiMarkerChannelsd", "ChannelComposite", "ChannelComposited",
+    "PointDistanceMap", "PointDistanceMapd", "NucleiMask3D", "NucleiMask3Dd", "VoronoiCells", "VoronoiCellsd",
+    "SliceSets", "SliceSetsd", "ExtendedMIP", "ExtendedMIPd", "MaxIntensityProjection", "MaxIntensityProjectiond",
+    "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd", "pseudo_label_transforms",
+    "PseudoLabelRules", "RULES", "resolve_rules", "IGNORE",
+]
