@@ -5,6 +5,7 @@ import json
 import pytest
 
 from lecl_transforms import LECLInputError, load_datalist
+from lecl_transforms.data import datalist_sections
 
 
 @pytest.fixture
@@ -61,3 +62,31 @@ def test_relative_datalist_path_from_another_working_directory(files, monkeypatc
     monkeypatch.chdir(files.parent)
     (entry,) = load_datalist(f"{files.name}/datalist.json")
     assert entry["image"] == str(files / "img" / "a.tif") and entry["points"] == str(files / "a.csv")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252", "utf-16"])
+def test_datalist_saved_with_bom_or_windows_encoding(files, encoding):
+    (files / "imgé").mkdir()
+    (files / "imgé" / "b.tif").write_bytes(b"x")
+    path = files / "datalist.json"
+    content = {"training": [{"image": "imgé/b.tif", "points": str(files / "a.csv")}]}  # absolute path kept
+    path.write_bytes(json.dumps(content, ensure_ascii=False).encode(encoding))
+    (entry,) = load_datalist(path)
+    assert entry["image"] == str(files / "imgé" / "b.tif") and entry["points"] == str(files / "a.csv")
+    assert datalist_sections(path) == ["training"]
+
+
+@pytest.mark.parametrize("entry,field,shown", [({"image": "img/a.tif", "points": None}, "points", "null"),
+                                               ({"image": 5, "points": "a.csv"}, "image", "5"),
+                                               ({"image": ["img/a.tif"], "points": "a.csv"}, "image", "[")])
+def test_field_that_is_not_a_path(files, entry, field, shown):
+    with pytest.raises(LECLInputError) as e:
+        load_datalist(write(files, {"training": [entry]}))
+    msg = str(e.value)
+    assert f"datalist.json, training[0].{field}: is {shown}" in msg and "not a file path" in msg
+    assert f'write "{field}": "path/to/file"' in msg
+
+
+def test_sections_of_bad_json_give_a_message(files):
+    with pytest.raises(LECLInputError, match="datalist.json, line 1: invalid JSON"):
+        datalist_sections(write(files, '{"training": [}'))

@@ -113,3 +113,18 @@ def test_load_points_from_array():
     np.testing.assert_array_equal(coords, [[1, 2, 3]])
     with pytest.raises(LECLInputError, match="labels"):
         LoadPoints()(np.array([[1, 2, 3, 5]]), SHAPE)
+
+
+def test_csv_with_bom_or_windows_encoding(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("z,y,x,label\n1,2,3,1\n".encode("utf-8-sig"))
+    np.testing.assert_array_equal(read_points(path, SHAPE)[0], [[1, 2, 3]])
+    path = tmp_path / "win.csv"  # Excel on Windows: cp1252, "é" is byte 0xE9 (invalid UTF-8)
+    path.write_bytes("z,y,x,label,remarque é\n1,2,3,1,noyau pâle\n4,5,6,positive,\n".encode("cp1252"))
+    coords, labels = read_points(path, SHAPE)
+    np.testing.assert_array_equal(coords, [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(labels, [1, 2])
+    path.write_bytes("z,y,x,label\n1,2,3,négatif\n".encode("cp1252"))
+    with pytest.raises(LECLInputError, match="win.csv, line 2: unknown label 'négatif'") as e:
+        read_points(path, SHAPE)
+    assert "use 1 or 'negative'" in str(e.value)

@@ -5,8 +5,9 @@ import pytest
 import tifffile
 from conftest import SPACING, make_czyx, write_imagej_zcyx, write_nifti_xyzc, write_ome_czyx
 from monai.transforms import LoadImage, LoadImaged
+from monai.utils import MetaKeys
 
-from lecl_transforms import IFStackReader, LECLInputError, NucleiMarkerChannels, NucleiMarkerChannelsd
+from lecl_transforms import IFStackReader, LECLInputError, NucleiMarkerChannels, NucleiMarkerChannelsd, read_stack
 
 
 @pytest.mark.parametrize(
@@ -57,10 +58,94 @@ def test_plain_tiff_needs_axes_and_spacing(tmp_path, czyx):
     assert img.meta["spacing_source"] == "config"
 
 
-def test_file_spacing_wins_over_config(tmp_path, czyx):
+def test_spacing_that_contradicts_the_file(tmp_path, czyx):
     path = write_imagej_zcyx(tmp_path / "s.tif", czyx)
-    img = LoadImage(reader=IFStackReader(spacing=(9.0, 9.0, 9.0)))(path)
+    with pytest.raises(LECLInputError) as e:
+        LoadImage(reader=IFStackReader(spacing=(9.0, 0.5, 0.5)))(path)
+    msg = str(e.value)
+    assert "s.tif" in msg and "(2, 0.5, 0.5)" in msg and "(9, 0.5, 0.5)" in msg and "dz differ" in msg
+    assert "drop --spacing to use the file's, or pass --override-spacing to use yours" in msg
+    img = LoadImage(reader=IFStackReader(spacing=(2.01, 0.5, 0.5)))(path)  # within 1%: the file's, silently
     np.testing.assert_allclose(img.meta["spacing"], SPACING)
+    assert img.meta["spacing_source"] == "file"
+    array, meta = read_stack(path, spacing=(9.0, 9.0, 9.0), override_spacing=True)
+    np.testing.assert_allclose(meta["spacing"], (9.0, 9.0, 9.0))
+    np.testing.assert_allclose(meta[MetaKeys.AFFINE].diagonal()[:3], (9.0, 9.0, 9.0))
+    assert meta["spacing_source"] == "config (overrides file)"
+    with pytest.raises(LECLInputError, match="--override-spacing") as e:
+        IFStackReader(override_spacing=True)
+    assert "--spacing DZ DY DX" in str(e.value)
+
+
+def test_spacing_fills_what_the_file_leaves_out(tmp_path, czyx):
+    path = tmp_path / "z_only.tif"  # ImageJ file stating only the z-step
+    tifffile.imwrite(path, czyx.transpose(1, 0, 2, 3), imagej=True, metadata={"axes": "ZCYX", "spacing": 2.0,
+                                                                              "unit": "um"})
+    _, meta = read_stack(path, spacing=(2.0, 0.3, 0.3))
+    np.testing.assert_allclose(meta["spacing"], (2.0, 0.3, 0.3))
+    assert meta["spacing_source"] == "file+config"
+
+
+@pytest.mark.parametrize("axes", ["ZZYX", "ZCYQ", "CYX", "zcyxx"])
+def test_bad_axes_string_fails_at_construction(axes):
+    with pytest.raises(LECLInputError) as e:
+        IFStackReader(axes=axes)
+    msg = str(e.value)
+    assert msg.startswith("axes (--axes)") and f"'{axes}'" in msg and "axes='ZCYX'" in msg
+
+
+def test_plain_4d_tiff_reads_with_axes(tmp_path, czyx):
+    path = tmp_path / "plain4d.tif"
+    tifffile.imwrite(path, czyx.transpose(1, 0, 2, 3))  # tifffile's shaped description keeps (Z, C, Y, X)
+    array, meta = read_stack(path, axes="zcyx", spacing=SPACING)
+    np.testing.assert_array_equal(array, czyx)
+    assert meta["axes_in_file"] == "ZCYX"
+
+
+@pytest.mark.parametrize("axes", ["ZCYX", None])
+def test_flat_plane_stack_says_channels_and_slices_are_unknown(tmp_path, czyx, axes):
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, czyx.transpose(1, 0, 2, 3), metadata=None)  # stored as (10, Y, X)
+    with pytest.raises(LECLInputError) as e:
+        read_stack(path, axes=axes, spacing=SPACING)
+    msg = str(e.value)
+    assert "flat.tif" in msg and "10 planes stored without saying which are channels and which are slices" in msg
+    fix = e.value.fix
+    assert "Stack to Hyperstack" in fix and "imagej=True" in fix and "--axes" not in fix
+
+
+def test_truncated_imagej_stack(tmp_path, czyx):
+    path = write_imagej_zcyx(tmp_path / "cut.tif", czyx)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(LECLInputError) as e:
+        LoadImage(reader=IFStackReader())(path)
+    msg = str(e.value)
+    assert "cut.tif" in msg and "truncated or incomplete (metadata announces 10 planes, 1 readable)" in msg
+    assert "copy the file again" in msg and "2D image" not in msg
+
+
+def test_ome_with_missing_planes_is_not_zero_filled(tmp_path, czyx):
+    full = write_ome_czyx(tmp_path / "full.ome.tif", czyx)
+    with tifffile.TiffFile(full) as tif:
+        xml = tif.ome_metadata
+    path = tmp_path / "part.ome.tif"  # the OME header announces 10 planes, the file holds 6
+    tifffile.imwrite(path, czyx.reshape(10, 16, 20)[:6], description=xml, metadata=None)
+    with pytest.raises(LECLInputError, match=r"metadata announces 10 planes, 6 readable") as e:
+        LoadImage(reader=IFStackReader())(path)
+    assert "part.ome.tif" in str(e.value)
+    data = full.read_bytes()  # cut at the end: the OME-XML written last is lost, the planes are all there
+    path.write_bytes(data[: len(data) - 40])
+    with pytest.raises(LECLInputError, match="truncated or incomplete"):
+        LoadImage(reader=IFStackReader(spacing=SPACING))(path)
+
+
+def test_truncated_nifti(tmp_path, czyx):
+    path = write_nifti_xyzc(tmp_path / "cut.nii", czyx)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LECLInputError, match="cut.nii: the file is truncated or incomplete"):
+        read_stack(path)
 
 
 def test_wrong_axes_length(tmp_path, czyx):

@@ -8,20 +8,42 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from monai.config import PathLike
-from monai.data import load_decathlon_datalist
 
 from ..errors import input_error
 
 __all__ = [
     "load_datalist",
     "datalist_sections",
-    "datalist_entries",
 ]
 
 
 # -- datalist -----------------------------------------------------------------------------------------------------------
+def _decode_text(raw: bytes, path, kind: str, fix: str) -> str:
+    """Text of a user file: UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252 (files saved on Windows)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encodings = ("utf-16",)
+    else:
+        encodings = ("utf-8-sig", "cp1252")
+    for encoding in encodings:
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise input_error(path, f"the {kind} is neither UTF-8 nor Windows (cp1252) text", fix)
+
+
+def _read_json(path: Path):
+    """Decoded content of a datalist JSON; every problem as a message naming the file."""
+    if not path.is_file():
+        raise input_error(path, "datalist not found", "give the path of the datalist JSON (lecl synth writes one)")
+    text = _decode_text(path.read_bytes(), path, "datalist", "save the datalist as UTF-8 text")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise input_error(f"{path}, line {e.lineno}", f"invalid JSON ({e.msg})", "fix the JSON syntax") from None
+
+
 def _sections_of(content) -> list[str]:
     """Keys holding lists of entries (dicts or bare paths), not metadata such as a spacing list."""
     if not isinstance(content, dict):
@@ -32,7 +54,11 @@ def _sections_of(content) -> list[str]:
 
 def datalist_sections(path: PathLike) -> list[str]:
     """The sections (``training``, ``validation``, ...) a datalist JSON holds."""
-    return _sections_of(json.loads(Path(path).read_text(encoding="utf-8")))
+    return _sections_of(_read_json(Path(path)))
+
+
+def _join(base: Path, value: str) -> str:
+    return os.path.normpath(value if os.path.isabs(value) else base / value)
 
 
 def load_datalist(
@@ -41,16 +67,14 @@ def load_datalist(
 ) -> list[dict]:
     """Load one section of a decathlon-style datalist (``{"training": [{"image": ..., "points": ...}], ...}``).
 
-    Relative paths are taken from the datalist's folder. Every entry must have the ``required`` fields and every
-    ``file_fields`` path it has must exist; otherwise the error names the datalist, the entry and the field.
+    The file may be UTF-8 (with or without BOM) or Windows cp1252 text. Relative paths are taken from the datalist's
+    folder, absolute paths are kept. Every entry must have the ``required`` fields, and ``image`` and every
+    ``file_fields`` field it has must be a path to an existing file; otherwise the error names the datalist, the
+    entry and the field. Other string fields are joined to the datalist's folder only when that path exists (as
+    MONAI's ``load_decathlon_datalist`` does), so notes stay as written.
     """
     path = Path(path)
-    if not path.is_file():
-        raise input_error(path, "datalist not found", "give the path of the datalist JSON (lecl synth writes one)")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise input_error(f"{path}, line {e.lineno}", f"invalid JSON ({e.msg})", "fix the JSON syntax") from None
+    content = _read_json(path)
     if not isinstance(content, dict) or section not in content:
         have = _sections_of(content)
         raise input_error(
@@ -60,9 +84,12 @@ def load_datalist(
     entries = content[section]
     if not isinstance(entries, list) or not entries:
         raise input_error(f"{path}, '{section}'", "must be a non-empty list of entries", "list at least one image")
+    base = path.resolve().parent  # absolute, so the paths do not depend on the working directory
+    checked = [*file_fields, *(["image"] if "image" not in file_fields else [])]
+    resolved = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str) and section == "test":
-            continue  # MONAI turns a bare path in "test" into {"image": path}
+            entry = {"image": entry}  # decathlon datalists may list test images as bare paths
         if not isinstance(entry, dict):
             raise input_error(f"{path}, {section}[{i}]", f"entry is a {type(entry).__name__}", 'write {"image": ...}')
         for field in required:
@@ -70,52 +97,27 @@ def load_datalist(
                 raise input_error(
                     f"{path}, {section}[{i}]", f"field '{field}' is missing", f'add "{field}": "path/to/file"'
                 )
-    base = path.resolve().parent  # absolute, so MONAI's joined paths and ours agree whatever the working directory
-    resolved = load_decathlon_datalist(path, is_segmentation=False, data_list_key=section, base_dir=base)
-    for i, entry in enumerate(resolved):
-        for field in file_fields:
-            if isinstance(entry.get(field), str):
-                # MONAI joins "image" always and other fields only when they exist: join the rest for the message
-                full = entry[field] if os.path.isabs(entry[field]) else os.path.normpath(base / entry[field])
+        out = {}
+        for field, value in entry.items():
+            where = f"{path}, {section}[{i}].{field}"
+            if field in checked and (value is not None or field in required):
+                if not isinstance(value, str) or not value.strip():
+                    raise input_error(
+                        where, f"is {json.dumps(value)}, not a file path",
+                        f'write "{field}": "path/to/file" (relative paths are taken from the datalist\'s folder)',
+                    )
+                full = _join(base, value)
                 if not os.path.exists(full):
                     raise input_error(
-                        f"{path}, {section}[{i}].{field}",
-                        f"file not found: {full}",
+                        where, f"file not found: {full}",
                         "fix the path (relative paths are taken from the datalist's folder) or remove the entry",
                     )
-                entry[field] = full
+                out[field] = full
+            elif isinstance(value, str) and value and os.path.exists(_join(base, value)):
+                out[field] = _join(base, value)
+            else:
+                out[field] = value
+        resolved.append(out)
     return resolved
 
 
-def datalist_entries(datalist: str | None, section: str, synthetic_dir: str, synthetic_images: int = 10,
-                     seed: int = 0, synthetic_size: int = 256) -> list[dict]:
-    """The ``section`` entries (``image``, ``points``) of ``datalist``; with no datalist, the built-in synthetic data
-    (generated into ``synthetic_dir`` on first use, reused afterwards)."""
-    if datalist is None:
-        from dataclasses import replace
-
-        from .synthetic import REGIMES
-        from .synthetic_dataset import MANIFEST_NAME, write_dataset
-
-        datalist = os.path.join(synthetic_dir, "datalist.json")
-        manifest = os.path.join(synthetic_dir, MANIFEST_NAME)
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if not distributed or torch.distributed.get_rank() == 0:
-            if not os.path.isfile(manifest):
-                write_dataset(synthetic_dir, synthetic_images, seed, replace(REGIMES["clean"], size_yx=synthetic_size))
-        else:
-            # no collective here: configs resolve components in different orders on different processes, and a
-            # barrier could interleave with DDP's own start-up broadcasts. Wait for the manifest, written last.
-            _wait_for(manifest, timeout_s=600)
-    entries = load_datalist(datalist, section)
-    return [{"image": e["image"], "points": e["points"]} for e in entries]
-
-
-def _wait_for(path: str, timeout_s: float) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not os.path.isfile(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout_s} s (written by the first process)")
-        time.sleep(0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from monai.utils import TransformBackends
 from scipy import ndimage
 
 from ..errors import input_error
+from .datalist import _decode_text
 from .reader import NIFTI_SUFFIXES, TIFF_SUFFIXES, IFStackReader, _StackFile
 
 __all__ = [
@@ -57,8 +59,12 @@ def read_points(path: PathLike, shape: Sequence[int] | None = None) -> tuple[np.
 
 
 def _read_points_csv(path: Path):
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    # Excel and other Windows tools save cp1252 (e.g. an "é" in a comment column): decode rather than crash
+    text = _decode_text(path.read_bytes(), path, "points CSV", "save the CSV as UTF-8 (Excel: CSV UTF-8)")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:  # e.g. NUL bytes: a spreadsheet or binary file renamed .csv
+        raise input_error(path, f"not a CSV text file ({e})", "save the points as CSV (Excel: CSV UTF-8)") from None
     rows = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
     if not rows:
         raise input_error(path, "empty file", "write a header z,y,x,label and one row per clicked nucleus")

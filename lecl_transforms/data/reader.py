@@ -5,8 +5,7 @@ integer voxel indices ``(z, y, x)``, voxel spacing is ``(dz, dy, dx)`` in microm
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,33 +15,12 @@ from monai.data.utils import is_supported_format
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from ..errors import input_error
+from .tiff_metadata import imagej_spacing, ome_spacing, read_tiff_series, um_per
 
-__all__ = [
-    "IFStackReader",
-    "read_stack",
-    "source_of",
-    "TIFF_SUFFIXES",
-    "NIFTI_SUFFIXES",
-]
-
+__all__ = ["IFStackReader", "read_stack", "source_of", "TIFF_SUFFIXES", "NIFTI_SUFFIXES"]
 
 TIFF_SUFFIXES = ("tif", "tiff")
-
-
 NIFTI_SUFFIXES = ("nii", "nii.gz")
-
-
-# micrometres per unit, for the unit names that ImageJ, OME and NIfTI write
-_UM_PER_UNIT = {
-    "micron": 1.0, "microns": 1.0, "um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "\\u00b5m": 1.0, "micrometer": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6, "meter": 1e6,
-}
-
-
-def _um_per(unit: str | None) -> float | None:
-    if unit is None:
-        return None
-    return _UM_PER_UNIT.get(str(unit).strip().lower())
 
 
 class _StackFile:
@@ -63,8 +41,10 @@ class IFStackReader(ImageReader):
     Output array: ``(C, Z, Y, X)`` in the file's dtype (``LoadImage`` casts it, float32 by default), whatever the
     axis order in the file: TIFF axes come from the ImageJ/OME metadata (``ZCYX`` and ``CZYX`` both work; singleton
     ``T``/``S`` axes are dropped), NIfTI ``(X, Y, Z[, 1], C)`` is transposed. Metadata gets ``spacing``
-    ``(dz, dy, dx)`` in micrometres (from the file, else from ``spacing``), ``spacing_source``, ``axes_in_file``,
-    an ``affine`` diagonal in ``(z, y, x)`` and ``original_channel_dim = 0``.
+    ``(dz, dy, dx)`` in micrometres (the spacing actually used), ``spacing_source`` (``"file"``, ``"config"``,
+    ``"file+config"`` or ``"config (overrides file)"``), ``axes_in_file``, an ``affine`` diagonal in ``(z, y, x)``
+    and ``original_channel_dim = 0``. Truncated TIFFs (fewer planes readable than the metadata announces) and
+    flat plane stacks that do not say which planes are channels and which are slices are reported, not guessed.
 
     Use it as any MONAI reader::
 
@@ -72,31 +52,34 @@ class IFStackReader(ImageReader):
 
     Args:
         axes: axis letters of the file (e.g. ``"ZCYX"``), overriding its metadata; needed for plain TIFFs that carry
-            no axis metadata.
-        spacing: ``(dz, dy, dx)`` in micrometres, used for any axis whose spacing the file does not state.
+            no axis metadata. Checked here: letters from ``C Z Y X T S``, each at most once, ``Z``, ``Y``, ``X``
+            present.
+        spacing: ``(dz, dy, dx)`` in micrometres, used for any axis whose spacing the file does not state. Where the
+            file states a spacing that differs from this by more than 1%, reading raises an error naming both,
+            unless ``override_spacing``.
+        override_spacing: use ``spacing`` for every axis even where the file states another value
+            (``spacing_source = "config (overrides file)"``); needs ``spacing``.
         min_channels: fewer channels than this is an error (2 for an IF stack: nuclei + marker; 1 for label volumes).
         require_spacing: raise when neither the file nor ``spacing`` gives the voxel spacing.
         check_values: raise on NaN/infinite values and on an image whose voxels all have the same value.
     """
 
-    def __init__(
-        self,
-        axes: str | None = None,
-        spacing: Sequence[float] | None = None,
-        min_channels: int = 2,
-        require_spacing: bool = True,
-        check_values: bool = True,
-        **kwargs,
-    ):
+    def __init__(self, axes: str | None = None, spacing: Sequence[float] | None = None, min_channels: int = 2,
+                 require_spacing: bool = True, check_values: bool = True, override_spacing: bool = False, **kwargs):
         super().__init__()
-        self.axes = axes.upper() if axes else None
+        self.axes = _check_axes(axes)
         if spacing is not None:
             spacing = tuple(float(s) for s in spacing)
             if len(spacing) != 3 or min(spacing) <= 0:
-                raise input_error(
-                    "spacing", f"got {spacing}", "give three positive numbers (dz, dy, dx) in micrometres"
-                )
+                raise input_error("spacing", f"got {spacing}",
+                                  "give three positive numbers (dz, dy, dx) in micrometres")
+        if override_spacing and spacing is None:
+            raise input_error(
+                "override_spacing (--override-spacing)", "given without a spacing to override the file's with",
+                "pass --spacing DZ DY DX too, or drop --override-spacing to use the file's spacing",
+            )
         self.spacing = spacing
+        self.override_spacing = bool(override_spacing)
         self.min_channels = min_channels
         self.require_spacing = require_spacing
         self.check_values = check_values
@@ -147,23 +130,39 @@ class IFStackReader(ImageReader):
         try:
             tif = tifffile.TiffFile(path)
         except Exception as e:  # tifffile raises several types for corrupt files
-            raise input_error(path, f"not a readable TIFF ({e})", "re-export the stack as TIFF from Fiji/ImageJ") from e
+            raise input_error(
+                path, f"not a readable TIFF ({e})",
+                "re-export the stack as TIFF from Fiji/ImageJ, or copy it again if a transfer may have cut it short",
+            ) from e
         with tif:
-            series = tif.series[0]
-            axes = self.axes or series.axes.upper()
-            array = series.asarray()
+            array = read_tiff_series(tif, path)
+            file_axes = tif.series[0].axes.upper()
             spacing = [None, None, None]
             if tif.is_ome and tif.ome_metadata:
-                spacing = _ome_spacing(tif.ome_metadata)
+                spacing = ome_spacing(tif.ome_metadata)
             elif tif.is_imagej:
-                spacing = _imagej_spacing(tif.imagej_metadata or {}, tif.pages[0])
+                spacing = imagej_spacing(tif.imagej_metadata or {}, tif.pages[0])
+        unnamed = any(a in "QI" for a in file_axes)  # tifffile's letters for axes the file does not name
+        wants_c_and_z = (self.axes is None and self.min_channels > 1) or (self.axes and "C" in self.axes)
+        if unnamed and array.ndim == 3 and wants_c_and_z:
+            # (N, Y, X): no way to tell which planes are channels and which are slices; any axes string would guess
+            raise input_error(
+                path,
+                f"{array.shape[0]} planes stored without saying which are channels and which are slices "
+                f"(a flat (N, Y, X) stack {array.shape}), so no axes setting can split them",
+                "re-save it as an ImageJ hyperstack: in Fiji, Image > Hyperstacks > Stack to Hyperstack (enter the "
+                "channels and slices), then File > Save As > Tiff; or in Python, tifffile.imwrite(path, "
+                "array_zcyx, imagej=True, metadata={'axes': 'ZCYX'})",
+            )
         if self.axes and len(self.axes) != array.ndim:
+            example = {3: "ZYX", 4: "ZCYX", 5: "TZCYX"}.get(array.ndim, "ZCYX")
             raise input_error(
                 path,
                 f"axes '{self.axes}' given in the config, but the file has {array.ndim} dimensions {array.shape}",
-                "give one letter per dimension, e.g. axes='ZCYX' for a (Z, C, Y, X) stack",
+                f"leave axes unset: the file's own axes are '{file_axes}'" if not unnamed else
+                f"give one letter per dimension, e.g. axes='{example}' (CLI: --axes {example})",
             )
-        return array, axes, spacing
+        return array, self.axes or file_axes, spacing
 
     def _read_nifti(self, path: Path):
         import nibabel as nib
@@ -172,13 +171,17 @@ class IFStackReader(ImageReader):
             nii = nib.load(str(path))
         except Exception as e:
             raise input_error(path, f"not a readable NIfTI ({e})", "re-save the file as .nii or .nii.gz") from e
-        array = np.asanyarray(nii.dataobj)
+        try:
+            array = np.asanyarray(nii.dataobj)
+        except Exception as e:  # the header reads, the voxels do not: cut short
+            raise input_error(path, f"the file is truncated or incomplete ({e})",
+                              "copy the file again (a transfer may have stopped early) or re-export it") from e
         if array.ndim == 5 and array.shape[3] == 1:  # (X, Y, Z, 1, C) as written for vector images
             array = array[:, :, :, 0]
         axes = self.axes or {2: "XY", 3: "XYZ", 4: "XYZC"}.get(array.ndim, "XYZC"[: array.ndim])
         zooms = [float(z) for z in nii.header.get_zooms()[:3]] + [None] * 3
         unit = nii.header.get_xyzt_units()[0]
-        scale = _um_per(unit) if unit != "unknown" else 1.0
+        scale = um_per(unit) if unit != "unknown" else 1.0
         dx, dy, dz = (None if z is None else z * (scale or 1.0) for z in zooms[:3])
         if unit == "unknown" and (dx, dy, dz) == (1.0, 1.0, 1.0):
             dx = dy = dz = None  # nibabel's default header: no spacing was ever set
@@ -234,9 +237,22 @@ class IFStackReader(ImageReader):
         return np.ascontiguousarray(array)
 
     def _resolve_spacing(self, file_spacing, path: Path):
-        file_spacing = list(file_spacing)
+        file_spacing = [float(f) if f is not None and f > 0 else None for f in file_spacing]
+        from_file = [f is not None for f in file_spacing]
+        if self.override_spacing:
+            return self.spacing, "config (overrides file)" if any(from_file) else "config"
+        if self.spacing:
+            # a given spacing the file contradicts is a mistake either way: say so instead of picking one silently
+            clash = [n for n, f, g in zip(("dz", "dy", "dx"), file_spacing, self.spacing)
+                     if f is not None and abs(f - g) > 0.01 * f]
+            if clash:
+                raise input_error(
+                    path,
+                    f"the file states voxel spacing (dz, dy, dx) = {_fmt_spacing(file_spacing)} um, but spacing "
+                    f"{_fmt_spacing(self.spacing)} um was given ({', '.join(clash)} differ by more than 1%)",
+                    "drop --spacing to use the file's, or pass --override-spacing to use yours",
+                )
         spacing = [f if f else (self.spacing[i] if self.spacing else None) for i, f in enumerate(file_spacing)]
-        from_file = [f is not None and f > 0 for f in file_spacing]
         if any(s is None or s <= 0 for s in spacing):
             if self.require_spacing:
                 missing = [n for n, s in zip(("dz", "dy", "dx"), spacing) if s is None or s <= 0]
@@ -251,33 +267,24 @@ class IFStackReader(ImageReader):
         return tuple(float(s) for s in spacing), source
 
 
-def _imagej_spacing(meta: Mapping, page) -> list[float | None]:
-    scale = _um_per(meta.get("unit")) if meta.get("unit") else None
-    dz = meta.get("spacing")
-    out: list[float | None] = [float(dz) * scale if (dz and scale) else None, None, None]
-    for i, tag in ((1, "YResolution"), (2, "XResolution")):
-        t = page.tags.get(tag)
-        if t is not None and scale:
-            num, den = t.value
-            if num and (num, den) != (1, 1):
-                out[i] = den / num * scale
-    return out
+def _check_axes(axes) -> str | None:
+    """``axes`` upper-cased, or an error naming what is wrong with it (checked before any file is opened)."""
+    if axes is None or (isinstance(axes, str) and not axes.strip()):
+        return None
+    letters = axes.strip().upper() if isinstance(axes, str) else ""
+    problems = [f"{', '.join(sorted(set(bad)))} {what}" for bad, what in (
+        ([a for a in letters if a not in "CZYXTS"], "not an axis letter (C, Z, Y, X, T, S)"),
+        ([a for a in letters if letters.count(a) > 1], "given more than once"),
+        ([a for a in "ZYX" if a not in letters], "missing")) if bad]
+    if problems:
+        raise input_error("axes (--axes)", f"'{axes}': {'; '.join(problems)}",
+                          "give each axis of the file once, in file order, from C (channel), Z, Y, X (and singleton "
+                          "T, S), e.g. axes='ZCYX' for a (Z, C, Y, X) stack (CLI: --axes ZCYX)")
+    return letters
 
 
-def _ome_spacing(xml: str) -> list[float | None]:
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return [None, None, None]
-    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
-    if pixels is None:
-        return [None, None, None]
-    out: list[float | None] = []
-    for ax in "ZYX":
-        value = pixels.get(f"PhysicalSize{ax}")
-        scale = _um_per(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
-        out.append(float(value) * scale if value is not None and scale else None)
-    return out
+def _fmt_spacing(spacing) -> str:
+    return "(" + ", ".join("not stated" if v is None else f"{v:g}" for v in spacing) + ")"
 
 
 def _check_values(array: np.ndarray, path) -> None:
@@ -285,24 +292,25 @@ def _check_values(array: np.ndarray, path) -> None:
         finite = np.isfinite(array)
         if not finite.all():
             c, z = np.argwhere(~finite)[0][:2]
-            raise input_error(
-                path,
-                f"{int((~finite).sum())} NaN/infinite voxel(s), the first in channel {c}, slice z={z}",
-                "replace NaN with 0 before export (Fiji: Process > Math > Remove NaNs)",
-            )
+            raise input_error(path, f"{int((~finite).sum())} NaN/infinite voxel(s), the first in channel {c}, "
+                              f"slice z={z}", "replace NaN with 0 before export (Fiji: Process > Math > Remove NaNs)")
     if array.size and array.min() == array.max():
-        raise input_error(
-            path,
-            f"every voxel has the same value ({array.flat[0]}): the file holds no image",
-            "check the export: the stack is blank or saturated",
-        )
+        raise input_error(path, f"every voxel has the same value ({array.flat[0]}): the file holds no image",
+                          "check the export: the stack is blank or saturated")
 
 
 def read_stack(
-    path: PathLike, axes: str | None = None, spacing: Sequence[float] | None = None, min_channels: int = 2
+    path: PathLike, axes: str | None = None, spacing: Sequence[float] | None = None, min_channels: int = 2,
+    override_spacing: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """Read one stack with :class:`IFStackReader`; returns ``(array (C, Z, Y, X) float32, meta)``."""
-    reader = IFStackReader(axes=axes, spacing=spacing, min_channels=min_channels)
+    """Read one stack with :class:`IFStackReader`; returns ``(array (C, Z, Y, X) float32, meta)``.
+
+    ``axes``, ``spacing``, ``min_channels`` and ``override_spacing`` are those of :class:`IFStackReader`: ``spacing``
+    fills axes the file does not state and must agree (within 1%) with those it does, unless ``override_spacing``,
+    which makes ``spacing`` win for every axis. ``meta["spacing"]`` is the spacing used, ``meta["spacing_source"]``
+    where it came from.
+    """
+    reader = IFStackReader(axes=axes, spacing=spacing, min_channels=min_channels, override_spacing=override_spacing)
     array, meta = reader.get_data(reader.read(path))
     meta["filename_or_obj"] = str(path)
     return array.astype(np.float32, copy=False), meta
