@@ -7,7 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lecl_transforms.losses import LECLLoss, PixelContrastMemory, entropy_on, hv_mse, hv_msge, masked_cross_entropy
+from lecl_transforms.losses import (
+    TERMS,
+    LECLLoss,
+    PixelContrastMemory,
+    entropy_on,
+    hv_mse,
+    hv_msge,
+    masked_cross_entropy,
+    masked_dice,
+)
 
 
 def test_ignore_pixels_get_no_cross_entropy_gradient():
@@ -29,6 +38,40 @@ def test_cross_entropy_matches_torch_on_labelled_pixels():
     keep = ignore[:, 0] == 0
     expected = F.cross_entropy(logits.permute(0, 2, 3, 1)[keep], target[:, 0][keep].long())
     torch.testing.assert_close(masked_cross_entropy(logits, target, ignore), expected)
+
+
+@pytest.mark.parametrize("n_classes,term", [(2, "np_dice"), (3, "nc_dice")])
+def test_dice_of_a_perfect_prediction_with_ignore_pixels_is_zero(n_classes, term):
+    target = torch.randint(0, n_classes, (2, 1, 8, 8)).float()
+    logits = 50.0 * F.one_hot(target[:, 0].long(), n_classes).permute(0, 3, 1, 2).float()  # certain and right
+    ignore = torch.zeros(2, 1, 8, 8)
+    ignore[..., :2] = 1  # 25 % of the pixels unlabelled
+    logits[..., :2] = torch.randn(2, n_classes, 8, 2)  # whatever is predicted there must not count
+    assert masked_dice(logits, target, 1 - ignore).item() == pytest.approx(0.0, abs=1e-4)
+    key = "np" if n_classes == 2 else "nc"
+    target_dict = {"np": (target > 0).float(), "nc": target, "hv": torch.zeros(2, 2, 8, 8), "ignore": ignore}
+    pred = {"nucleus_prediction": logits if key == "np" else torch.zeros(2, 2, 8, 8),
+            "horizontal_vertical": torch.zeros(2, 2, 8, 8),
+            "type_prediction": logits if key == "nc" else torch.zeros(2, 3, 8, 8)}
+    loss = LECLLoss(weights={t: float(t == term) for t in TERMS})
+    assert loss(pred, target_dict).item() == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_dice_with_ignore_columns_equals_monai_dice_on_the_labelled_columns(n_classes):
+    from monai.losses import DiceLoss
+
+    g = torch.Generator().manual_seed(n_classes)
+    logits = torch.randn(3, n_classes, 6, 10, generator=g, requires_grad=True)
+    target = torch.randint(0, n_classes, (3, 1, 6, 10), generator=g).float()
+    ignore = torch.zeros(3, 1, 6, 10)
+    ignore[..., 7:] = 1  # three whole columns unlabelled
+    ours = masked_dice(logits, target, 1 - ignore)
+    reference = DiceLoss(softmax=True, to_onehot_y=True, batch=True, smooth_nr=1e-3, smooth_dr=1e-3)(
+        logits[..., :7], target[..., :7])
+    torch.testing.assert_close(ours, reference)
+    ours.backward()
+    assert (logits.grad[..., 7:] == 0).all()  # ignore pixels get no Dice gradient
 
 
 def test_entropy_only_on_the_ignore_region():

@@ -72,3 +72,22 @@ def test_torchscript_export_matches():
     assert set(b) == {"nucleus_prediction", "horizontal_vertical", "type_prediction"}
     for key in a:
         torch.testing.assert_close(a[key], b[key])
+
+
+def test_branch_keys_come_from_monai_enum():
+    """Network, losses and metrics name the branches by ``monai.utils.enums.HoVerNetBranch``, never by literals (the
+    network's forward uses ``.value``, which TorchScript resolves)."""
+    import inspect
+
+    from monai.utils.enums import HoVerNetBranch
+
+    import lecl_transforms.losses.lecl_loss as loss_module
+    import lecl_transforms.metrics.click as metric_module
+    import lecl_transforms.networks.hovernet_scl as net_module
+
+    out = HoVerNetSCL(width=0.125).eval()(torch.rand(1, 3, 32, 32))
+    assert set(out) == {b.value for b in HoVerNetBranch}
+    for module in (net_module, loss_module, metric_module):
+        source = inspect.getsource(module)
+        for branch in HoVerNetBranch:
+            assert f'"{branch.value}"' not in source, (module.__name__, branch)

@@ -1,5 +1,7 @@
 """Each weak-label step on hand-made inputs with known answers."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -213,3 +215,78 @@ def test_benchmark_naive_and_vectorised_agree_on_a_small_volume(capsys):
     assert result["slice_set_agreement"] >= 0.95
     assert result["emip_pixels_equal"] >= 0.95
     assert "speed ratio" in capsys.readouterr().out
+
+
+# -- equivalence with MONAI / scikit-image, and the one percentile normalisation -------------------------------------
+def _instance_maps():
+    """Hand-made maps (bars, a single pixel, a disconnected id, non-contiguous ids) and a synthetic slice."""
+    from lecl_transforms.data import REGIMES, generate_stack
+
+    bars = np.zeros((9, 12), np.int32)
+    bars[1, 1:4] = 7  # horizontal bar
+    bars[3:7, 9] = 2  # vertical bar
+    bars[8, 0] = 1  # one pixel: both maps 0
+    bars[5:7, 2:5] = 40  # a block, and a second piece of the same id far away
+    bars[0, 11] = 40
+    rng = np.random.default_rng(0)
+    cells = P.voronoi_cells(rng.integers(0, 64, (12, 2)), (64, 64))
+    blobs = np.where(ndimage.distance_transform_edt(cells == ndimage.grey_erosion(cells, size=3)) > 2, cells, 0)
+    stack = generate_stack(replace(REGIMES["dense"], size_yx=64), seed=2)
+    return [bars, blobs.astype(np.int32), stack.instances[stack.instances.shape[0] // 2].astype(np.int32)]
+
+
+def test_hover_maps_equal_monai_compute_hover_maps():
+    """MONAI's ``ComputeHoVerMaps`` (monai 1.6.1, transforms/intensity/array.py) loops over ``regionprops``:
+    offsets from the region's centroid (the mean of its pixel coordinates, as our bincount mean), channel 0 = x
+    (horizontal), 1 = y (vertical), negative side / its largest magnitude, positive side / its max; float32 out.
+    Same convention, no centre rounding: equal up to float32 rounding. It takes ``(1, H, W)`` and returns a tensor,
+    casts ids to float32 first (ids above 2**24 could merge) and masks the whole frame per region."""
+    from monai.transforms import ComputeHoVerMaps
+
+    for inst in _instance_maps():
+        ours = P.hover_maps(inst)
+        theirs = np.asarray(ComputeHoVerMaps()(inst[None]))
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def _naive_labelled_dilation(labels, radius):  # the implementation before scikit-image
+    distance, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    return np.where(distance <= radius, labels[iy, ix], 0)
+
+
+def _naive_remove_small(mask, min_size):  # the implementation before scikit-image
+    components, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
+    keep = np.bincount(components.ravel()) >= min_size
+    keep[0] = False
+    return keep[components]
+
+
+def test_scikit_image_morphology_equals_the_old_kernels():
+    rng = np.random.default_rng(5)
+    labels = np.zeros((48, 48), np.int32)
+    labels[tuple(rng.integers(0, 48, (2, 30)))] = rng.integers(1, 9, 30)  # ties between equidistant labels too
+    for radius in (0, 1.5, 3, 7):
+        np.testing.assert_array_equal(P.labelled_dilation(labels, radius), _naive_labelled_dilation(labels, radius))
+    mask = ndimage.binary_opening(rng.random((64, 64)) > 0.55)
+    mask[10, 10] = mask[11, 11] = True  # diagonal neighbours: one 8-connected object
+    for min_size in (0, 1, 2, 5, 30):
+        np.testing.assert_array_equal(P.remove_small_components(mask, min_size), _naive_remove_small(mask, min_size))
+
+
+def test_one_percentile_normalisation_serves_every_caller():
+    from lecl_transforms.tools.visualize import to_uint8
+
+    rng = np.random.default_rng(1)
+    img = rng.gamma(2.0, 300.0, (2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(P.percentile_range(img, (0.5, 99.8)), np.percentile(img, (0.5, 99.8)), rtol=1e-6)
+    np.testing.assert_array_equal(P.percentile_range(img, (0, 100)), [img.min(), img.max()])
+    per_channel = P.percentile_range(img.reshape(2, -1), (1, 99), axis=1)
+    np.testing.assert_allclose(per_channel, np.percentile(img.reshape(2, -1), (1, 99), axis=1).T, rtol=1e-6)
+    lo, hi = np.percentile(img[0], [0.5, 99.8])  # the three formulas this replaced
+    np.testing.assert_array_equal(to_uint8(img[0]), (np.clip((img[0] - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8))
+    lo, hi = np.percentile(img, [0.5, 99.9])
+    old8 = np.clip(np.rint((img - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    assert np.mean(P.scale_to_8bit(img) == old8) > 0.999  # float32 rounding at .5 may move a voxel by one level
+    np.testing.assert_allclose(ChannelComposite(percentiles=(1, 99)).scale(img), per_channel, rtol=1e-6)
+    ref = P.normalize_percentiles(img, (0, 100), reference=img * 2)
+    np.testing.assert_allclose(ref, np.clip((img - 2 * img.min()) / (2 * np.ptp(img)), 0, 1), atol=1e-6)

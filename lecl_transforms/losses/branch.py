@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.losses import MaskedDiceLoss
+from monai.networks.utils import one_hot
 from monai.transforms import SobelGradients
 
 __all__ = [
     "masked_cross_entropy",
+    "masked_dice",
     "entropy_on",
     "hv_mse",
     "hv_msge",
@@ -24,6 +27,22 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: tor
     if not (labels != IGNORE_INDEX).any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), labels, weight=class_weights, ignore_index=IGNORE_INDEX)
+
+
+_DICE = MaskedDiceLoss(to_onehot_y=False, softmax=False, smooth_nr=1e-3, smooth_dr=1e-3, batch=True)
+
+
+def masked_dice(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """Soft Dice over labelled pixels only (Eq. 1 Dice term): equals MONAI's ``DiceLoss(softmax=True,
+    to_onehot_y=True, batch=True)`` on the labelled pixels alone.
+
+    The order matters: one-hot the target and softmax the logits first, then mask both. Masking the class-index
+    target first (``MaskedDiceLoss(to_onehot_y=True)``) turns ignored pixels into class-0 targets whose predictions
+    were zeroed, so even a perfect prediction scored a loss.
+    """
+    probs = torch.softmax(logits.float(), dim=1)
+    onehot = one_hot(target.long(), num_classes=logits.shape[1], dim=1)
+    return _DICE(probs, onehot, (labelled > 0).to(probs.dtype))
 
 
 def entropy_on(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from monai.losses import MaskedDiceLoss
+from monai.utils.enums import HoVerNetBranch
 
-from .branch import entropy_on, hv_mse, hv_msge, masked_cross_entropy
+from .branch import entropy_on, hv_mse, hv_msge, masked_cross_entropy, masked_dice
 from .pixel_contrast import PixelContrastMemory
 
 __all__ = [
@@ -55,7 +55,6 @@ class LECLLoss(nn.Module):
                              torch.tensor(list(nc_class_weights), dtype=torch.float32))
         self.contrast_start_epoch = contrast_start_epoch
         self.epoch = 1
-        self.dice = MaskedDiceLoss(softmax=True, to_onehot_y=True, smooth_nr=1e-3, smooth_dr=1e-3, batch=True)
         self.memory = PixelContrastMemory(num_classes, proj_dim, memory_size, pixels_per_class, max_samples,
                                           max_views, temperature, base_temperature)
         self.last_terms: dict[str, float] = {}
@@ -73,23 +72,24 @@ class LECLLoss(nn.Module):
         ignore = target["ignore"]
         labelled = 1.0 - ignore
         nuclei = target["np"] * labelled
-        np_logits, nc_logits = pred["nucleus_prediction"], pred["type_prediction"]
+        np_logits, nc_logits = pred[HoVerNetBranch.NP.value], pred[HoVerNetBranch.NC.value]
+        hv = pred.get(HoVerNetBranch.HV.value)
         terms: dict[str, torch.Tensor] = {}
         w = self.weights
         if w["np_ce"]:
             terms["np_ce"] = masked_cross_entropy(np_logits, target["np"], ignore)
         if w["np_dice"]:
-            terms["np_dice"] = self.dice(np_logits.float(), target["np"], labelled)
+            terms["np_dice"] = masked_dice(np_logits, target["np"], labelled)
         if w["np_entropy"]:
             terms["np_entropy"] = entropy_on(np_logits, ignore)
         if w["hv_mse"]:
-            terms["hv_mse"] = hv_mse(pred["horizontal_vertical"], target["hv"], labelled)
+            terms["hv_mse"] = hv_mse(hv, target["hv"], labelled)
         if w["hv_msge"]:
-            terms["hv_msge"] = hv_msge(pred["horizontal_vertical"], target["hv"], nuclei)
+            terms["hv_msge"] = hv_msge(hv, target["hv"], nuclei)
         if w["nc_ce"]:
             terms["nc_ce"] = masked_cross_entropy(nc_logits, target["nc"], ignore, self.nc_class_weights)
         if w["nc_dice"]:
-            terms["nc_dice"] = self.dice(nc_logits.float(), target["nc"], labelled)
+            terms["nc_dice"] = masked_dice(nc_logits, target["nc"], labelled)
         if w["nc_entropy"]:
             terms["nc_entropy"] = entropy_on(nc_logits, ignore)
         if (w["scl_pixel"] or w["scl_region"]) and "embedding" in pred:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from monai.utils import CommonKeys
+from monai.utils.enums import HoVerNetBranch
 
 __all__ = [
     "ClickMetric",
@@ -22,12 +23,13 @@ class ClickMetric(Metric):
     At each click: detected if the nucleus probability (3x3 mean) exceeds 0.5; its class is the most probable
     nucleus type (5x5 mean of the type softmax). ``kind="f1"``: macro F1 over the nucleus classes, an undetected
     click counting as a miss; ``kind="recall"``: share of clicks detected; ``kind="accuracy"``: share of detected
-    clicks with the right class.
+    clicks with the right class; ``kind="clicks"``: how many clicks were evaluated (over every process under DDP:
+    each validation stack must count once, so this equals the validation set's clicks).
     """
 
     def __init__(self, kind: str = "f1", num_classes: int = 3, output_transform=None, device="cpu"):
-        if kind not in ("f1", "recall", "accuracy"):
-            raise ValueError(f"kind must be f1, recall or accuracy, got {kind!r}")
+        if kind not in ("f1", "recall", "accuracy", "clicks"):
+            raise ValueError(f"kind must be f1, recall, accuracy or clicks, got {kind!r}")
         self.kind, self.num_classes = kind, num_classes
         super().__init__(output_transform=output_transform or _pred_and_label, device=device)
 
@@ -38,8 +40,8 @@ class ClickMetric(Metric):
     @reinit__is_reduced
     def update(self, output) -> None:
         pred, label = output
-        np_prob = F.avg_pool2d(torch.softmax(pred["nucleus_prediction"].float(), 1)[:, 1:2], 3, 1, 1)
-        nc_prob = F.avg_pool2d(torch.softmax(pred["type_prediction"].float(), 1), 5, 1, 2)
+        np_prob = F.avg_pool2d(torch.softmax(pred[HoVerNetBranch.NP.value].float(), 1)[:, 1:2], 3, 1, 1)
+        nc_prob = F.avg_pool2d(torch.softmax(pred[HoVerNetBranch.NC.value].float(), 1), 5, 1, 2)
         points = torch.as_tensor(label["points"]).long().reshape(np_prob.shape[0], -1, 3)
         truth = torch.as_tensor(label["point_labels"]).long().reshape(np_prob.shape[0], -1)
         for b in range(np_prob.shape[0]):
@@ -53,6 +55,8 @@ class ClickMetric(Metric):
     def compute(self) -> float:
         c = self._confusion.double()
         clicks = c[1:].sum()
+        if self.kind == "clicks":
+            return float(clicks)
         if clicks == 0:
             return 0.0
         if self.kind == "recall":

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import UpSample
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets.hovernet import _DecoderBlock, _Transition
-from monai.utils.enums import InterpolateMode, UpsampleMode
+from monai.utils.enums import HoVerNetBranch, InterpolateMode, UpsampleMode
 
 __all__ = ["HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES", "valid_widths", "default_proj_dim"]
 
@@ -231,13 +231,14 @@ class HoVerNetSCL(nn.Module):
             if i <= 2:
                 short_cuts.append(x)
         x = self.upsample(self.bottleneck(x))
-        # literal keys (TorchScript): HoVerNetBranch NP / HV / NC values and EMBEDDING_KEY
+        # keys by HoVerNetBranch's .value (plain str, as MONAI's HoVerNet does: TorchScript resolves enum values)
         out: dict[str, torch.Tensor] = {}
-        out["nucleus_prediction"] = self.nucleus_prediction(x, short_cuts)[0]
-        out["horizontal_vertical"] = self.horizontal_vertical(x, short_cuts)[0]
+        out[HoVerNetBranch.NP.value] = self.nucleus_prediction(x, short_cuts)[0]
+        out[HoVerNetBranch.HV.value] = self.horizontal_vertical(x, short_cuts)[0]
         logits, feature = self.type_prediction(x, short_cuts)
-        out["type_prediction"] = logits
+        out[HoVerNetBranch.NC.value] = logits
         if self.training and self.return_embedding:
+            # EMBEDDING_KEY as a literal: TorchScript cannot read a module-level str
             out["embedding"] = self.projection_head(feature)
         return out
 

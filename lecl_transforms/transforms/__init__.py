@@ -1,6 +1,14 @@
 """MONAI transforms of LECL: each an array transform and its dictionary twin; kernels in ``functional``."""
 
 from .channels import ChannelComposite, ChannelComposited, NucleiMarkerChannels, NucleiMarkerChannelsd
+from .checks import (
+    ClickPlacementCheck,
+    ClickPlacementCheckd,
+    SliceSetCheck,
+    SliceSetCheckd,
+    check_channel_indices,
+    check_distinct_channels,
+)
 from .compose import pseudo_label_transforms
 from .emip import (
     ExtendedMIP,
@@ -25,5 +33,6 @@ __all__ = [
     "PointDistanceMap", "PointDistanceMapd", "NucleiMask3D", "NucleiMask3Dd", "VoronoiCells", "VoronoiCellsd",
     "SliceSets", "SliceSetsd", "ExtendedMIP", "ExtendedMIPd", "MaxIntensityProjection", "MaxIntensityProjectiond",
     "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd", "pseudo_label_transforms",
-    "PseudoLabelRules", "RULES", "resolve_rules", "IGNORE",
+    "PseudoLabelRules", "RULES", "resolve_rules", "IGNORE", "ClickPlacementCheck", "ClickPlacementCheckd",
+    "SliceSetCheck", "SliceSetCheckd", "check_channel_indices", "check_distinct_channels",
 ]

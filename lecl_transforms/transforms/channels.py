@@ -13,9 +13,12 @@ from monai.utils import TransformBackends, convert_to_dst_type
 
 from ..data.reader import source_of
 from ..errors import input_error
+from .checks import check_channel_indices, check_distinct_channels
+from .functional.intensity import percentile_range
 from .utils import as_numpy
 
 __all__ = [
+    "check_channel_indices",
     "NucleiMarkerChannels",
     "NucleiMarkerChannelsd",
     "ChannelComposite",
@@ -26,13 +29,15 @@ __all__ = [
 class NucleiMarkerChannels(Transform):
     """Pick the nuclei and marker channels of a ``(C, Z, Y, X)`` stack -> ``(2, Z, Y, X)``: 0 nuclei, 1 marker.
 
-    Everything downstream relies on this order. Checks that both indices exist and differ, and that neither channel
-    is blank (a constant channel usually means the wrong channel index in the config).
+    Everything downstream relies on this order. Checks (:func:`~.checks.check_channel_indices`) that both indices
+    exist and select different channels once negative indices are resolved (``-1`` of a 2-channel stack is
+    channel 1), that neither channel is blank (a constant channel usually means the wrong index),
+    and, unless ``allow_suspicious_input``, that the two channels do not hold the same image.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, nuclei_channel: int = 0, marker_channel: int = 1):
+    def __init__(self, nuclei_channel: int = 0, marker_channel: int = 1, allow_suspicious_input: bool = False):
         if nuclei_channel == marker_channel:
             raise input_error(
                 "config: nuclei_channel / marker_channel",
@@ -40,25 +45,20 @@ class NucleiMarkerChannels(Transform):
                 "set them to the two different channel indices of your stack (0-based)",
             )
         self.nuclei_channel, self.marker_channel = int(nuclei_channel), int(marker_channel)
+        self.allow_suspicious_input = bool(allow_suspicious_input)
 
     def __call__(self, img, source: str | None = None):
         source = source or source_of(img)
-        n = img.shape[0]
-        for name, idx in (("nuclei_channel", self.nuclei_channel), ("marker_channel", self.marker_channel)):
-            if not -n <= idx < n:
-                raise input_error(
-                    f"{source} (config: {name})",
-                    f"{name}={idx}, but the image has {n} channels (0..{n - 1})",
-                    f"set {name} to a channel index between 0 and {n - 1}",
-                )
-        out = img[[self.nuclei_channel, self.marker_channel]]
+        picked = check_channel_indices(img.shape[0], self.nuclei_channel, self.marker_channel, source)
+        out = img[list(picked)]
         for i, name in enumerate(("nuclei_channel", "marker_channel")):
             if out[i].min() == out[i].max():
                 raise input_error(
                     f"{source} (config: {name})",
-                    f"channel {(self.nuclei_channel, self.marker_channel)[i]} is blank (constant {float(out[i].min())})",
+                    f"channel {picked[i]} is blank (constant {float(out[i].min())})",
                     f"check {name}: it should index the {'nuclei (e.g. DAPI)' if i == 0 else 'marker'} channel",
                 )
+        check_distinct_channels(out[0], out[1], source, self.allow_suspicious_input)
         return out
 
 
@@ -68,9 +68,9 @@ class NucleiMarkerChannelsd(MapTransform):
     backend = NucleiMarkerChannels.backend
 
     def __init__(self, keys: KeysCollection, nuclei_channel: int = 0, marker_channel: int = 1,
-                 allow_missing_keys: bool = False):
+                 allow_missing_keys: bool = False, allow_suspicious_input: bool = False):
         super().__init__(keys, allow_missing_keys)
-        self.selector = NucleiMarkerChannels(nuclei_channel, marker_channel)
+        self.selector = NucleiMarkerChannels(nuclei_channel, marker_channel, allow_suspicious_input)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -100,9 +100,9 @@ class ChannelComposite(Transform):
         self.weights, self.percentiles = w, tuple(float(p) for p in percentiles)
 
     def scale(self, img) -> np.ndarray:
-        """Per-channel ``(low, high)`` ``(2, 2)`` from the configured percentiles."""
+        """Per-channel ``(low, high)`` ``(C, 2)`` from the configured percentiles."""
         x = as_numpy(img, np.float32).reshape(img.shape[0], -1)
-        return np.percentile(x, self.percentiles, axis=1).T.astype(np.float32)
+        return percentile_range(x, self.percentiles, axis=1).astype(np.float32)
 
     def __call__(self, img, reference=None):
         lo_hi = self.scale(img if reference is None else reference)

@@ -11,7 +11,10 @@ key                shape                  meaning
 ``cells``          ``(1, Y, X)`` int32    2D Voronoi cells, cell ``j + 1`` = point ``j`` (step 6)
 ``slice_sets``     ``(N, Z)`` bool        slices holding each nucleus (steps a-c)
 ``emip``/``mip``   ``(2, Y, X)`` float32  extended / plain maximum intensity projection (steps d-e)
-=================  =====================  ==============================================================="""
+=================  =====================  ===============================================================
+
+The dictionary twins return ``MetaTensor`` outputs carrying the image's ``filename_or_obj`` and ``spacing``
+(``(dy, dx)`` on the 2D ones, with the stack's ``spacing_zyx``); each writes one output, so takes one key."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from monai.utils import TransformBackends
 from ..errors import input_error
 from . import functional as F
 from .rules import PseudoLabelRules, resolve_rules
-from .utils import as_numpy, as_points, spacing_of
+from .utils import as_numpy, as_points, one_key, spacing_of, with_meta_of
 
 __all__ = [
     "PointDistanceMap",
@@ -71,13 +74,14 @@ class PointDistanceMapd(MapTransform):
                  output_key: str = "point_distance", spacing: Sequence[float] | None = None,
                  allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, output_key)
         self.points_key, self.output_key = points_key, output_key
         self.transform = PointDistanceMap(spacing)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key], d[self.points_key])
+            d[self.output_key] = with_meta_of(self.transform(d[key], d[self.points_key]), d[key])
         return d
 
 
@@ -96,15 +100,21 @@ class NucleiMask3D(Transform):
                  spacing: Sequence[float] | None = None):
         self.rules, self.seed, self.spacing = resolve_rules(rules), seed, spacing
 
-    def __call__(self, img, points, distance=None) -> np.ndarray:
+    def __call__(self, img, points, distance=None, return_agreement: bool = False):
+        """``(1, Z, Y, X)`` mask; with ``return_agreement`` also the clicks' k-means agreement (a dict, see
+        :func:`~lecl_transforms.transforms.functional.cluster_agreement`) as ``(mask, agreement)``."""
         points = as_points(points)
         distance = None if distance is None else as_numpy(distance, np.float32)[0]
         nuclei = as_numpy(img[0], np.float32)
-        return F.nuclei_mask_3d(nuclei, points, spacing_of(img, self.spacing), self.rules, self.seed, distance)[None]
+        mask, agreement = F.nuclei_mask_3d(nuclei, points, spacing_of(img, self.spacing), self.rules, self.seed,
+                                           distance, return_agreement=True)
+        return (mask[None], agreement) if return_agreement else mask[None]
 
 
 class NucleiMask3Dd(MapTransform):
-    """Dictionary twin of :class:`NucleiMask3D`; uses ``d[distance_key]`` when present (else computes it)."""
+    """Dictionary twin of :class:`NucleiMask3D`; uses ``d[distance_key]`` when present (else computes it). The
+    output's metadata holds the clicks' k-means agreement as ``cluster_agreement`` (judged by
+    :class:`~lecl_transforms.transforms.checks.ClickPlacementCheckd`)."""
 
     backend = NucleiMask3D.backend
 
@@ -113,6 +123,7 @@ class NucleiMask3Dd(MapTransform):
                  rules: str | PseudoLabelRules | Mapping = "robust", seed: int = 0,
                  spacing: Sequence[float] | None = None, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, output_key)
         self.points_key, self.distance_key, self.output_key = points_key, distance_key, output_key
         self.transform = NucleiMask3D(rules, seed, spacing)
 
@@ -120,7 +131,8 @@ class NucleiMask3Dd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             distance = d.get(self.distance_key) if self.distance_key else None
-            d[self.output_key] = self.transform(d[key], d[self.points_key], distance)
+            mask, agreement = self.transform(d[key], d[self.points_key], distance, return_agreement=True)
+            d[self.output_key] = with_meta_of(mask, d[key], extra={"cluster_agreement": agreement})
         return d
 
 
@@ -143,13 +155,15 @@ class VoronoiCellsd(MapTransform):
     def __init__(self, keys: KeysCollection = "points", ref_key: str = "image", output_key: str = "cells",
                  allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, output_key)
         self.ref_key, self.output_key = ref_key, output_key
         self.transform = VoronoiCells()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key], d[self.ref_key].shape[-2:])
+            ref = d[self.ref_key]
+            d[self.output_key] = with_meta_of(self.transform(d[key], ref.shape[-2:]), ref, spatial_ndim=2)
         return d
 
 
@@ -179,6 +193,7 @@ class SliceSetsd(MapTransform):
                  output_key: str = "slice_sets", rules: str | PseudoLabelRules | Mapping = "robust",
                  allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, output_key)
         self.cells_key, self.points_key, self.output_key = cells_key, points_key, output_key
         self.transform = SliceSets(rules)
 
@@ -221,13 +236,15 @@ class ExtendedMIPd(MapTransform):
     def __init__(self, keys: KeysCollection = "image", cells_key: str = "cells", sets_key: str = "slice_sets",
                  output_key: str = "emip", channels: str = "both", allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, output_key)
         self.cells_key, self.sets_key, self.output_key = cells_key, sets_key, output_key
         self.transform = ExtendedMIP(channels)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key], d[self.cells_key], d[self.sets_key])
+            emip = self.transform(d[key], d[self.cells_key], d[self.sets_key])
+            d[self.output_key] = with_meta_of(emip, d[key], spatial_ndim=2)
         return d
 
 
@@ -247,11 +264,12 @@ class MaxIntensityProjectiond(MapTransform):
 
     def __init__(self, keys: KeysCollection = "image", output_key: str = "mip", allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, output_key)
         self.output_key = output_key
         self.transform = MaxIntensityProjection()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key])
+            d[self.output_key] = with_meta_of(self.transform(d[key]), d[key], spatial_ndim=2)
         return d

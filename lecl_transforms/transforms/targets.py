@@ -13,7 +13,7 @@ from monai.utils import TransformBackends
 from ..errors import input_error
 from . import functional as F
 from .rules import PseudoLabelRules, resolve_rules
-from .utils import IGNORE, as_numpy, as_points
+from .utils import IGNORE, as_numpy, as_points, one_key, with_meta_of
 
 __all__ = [
     "ThreeRegionLabel",
@@ -39,15 +39,19 @@ class ThreeRegionLabel(Transform):
         self.rules, self.seed = resolve_rules(rules), seed
         self.kwargs = dict(min_size=min_size, dilate=dilate, erode=erode, background_margin=background_margin)
 
-    def __call__(self, projection, points, cells) -> tuple[np.ndarray, np.ndarray]:
-        label, instances = F.three_region_label(as_numpy(projection, np.float32)[0], as_points(points)[:, 1:],
-                                                as_numpy(cells, np.int32)[0], self.rules, self.seed, **self.kwargs)
-        return label[None], instances[None]
+    def __call__(self, projection, points, cells, return_agreement: bool = False) -> tuple:
+        """``(label, instances)``; with ``return_agreement`` also the clicks' agreement with this 2D clustering (see
+        :func:`~lecl_transforms.transforms.functional.cluster_agreement`) as a third item."""
+        label, instances, agreement = F.three_region_label(
+            as_numpy(projection, np.float32)[0], as_points(points)[:, 1:], as_numpy(cells, np.int32)[0], self.rules,
+            self.seed, **self.kwargs, return_agreement=True)
+        return (label[None], instances[None], agreement) if return_agreement else (label[None], instances[None])
 
 
 class ThreeRegionLabeld(MapTransform):
-    """Dictionary twin of :class:`ThreeRegionLabel`: ``keys`` are projections; writes ``label_key`` and
-    ``instances_key``."""
+    """Dictionary twin of :class:`ThreeRegionLabel`: one projection key; writes ``label_key`` and ``instances_key``
+    with the projection's metadata (the label's holds the 2D ``cluster_agreement``, judged by
+    :class:`~lecl_transforms.transforms.checks.ClickPlacementCheckd`)."""
 
     backend = ThreeRegionLabel.backend
 
@@ -57,6 +61,7 @@ class ThreeRegionLabeld(MapTransform):
                  dilate: float = 5, erode: float = 7, background_margin: float = 10,
                  allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, f"{label_key}' and '{instances_key}")
         self.points_key, self.cells_key = points_key, cells_key
         self.label_key, self.instances_key = label_key, instances_key
         self.transform = ThreeRegionLabel(rules, seed, min_size, dilate, erode, background_margin)
@@ -64,7 +69,10 @@ class ThreeRegionLabeld(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.label_key], d[self.instances_key] = self.transform(d[key], d[self.points_key], d[self.cells_key])
+            label, instances, agreement = self.transform(d[key], d[self.points_key], d[self.cells_key],
+                                                         return_agreement=True)
+            d[self.label_key] = with_meta_of(label, d[key], 2, extra={"cluster_agreement": agreement})
+            d[self.instances_key] = with_meta_of(instances, d[key], 2)
         return d
 
 
@@ -107,6 +115,7 @@ class HoVerNetTargetsd(MapTransform):
     def __init__(self, keys: KeysCollection = "label", instances_key: str = "instances",
                  point_labels_key: str = "point_labels", prefix: str = "target_", allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        one_key(self.keys, type(self).__name__, f"{prefix}np/hv/nc/ignore")
         self.instances_key, self.point_labels_key, self.prefix = instances_key, point_labels_key, prefix
         self.transform = HoVerNetTargets()
 

@@ -6,13 +6,13 @@ arrays (``bincount``, labelled EDT, fancy indexing), never with a Python loop to
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from ..rules import RULES, PseudoLabelRules
+from .intensity import normalize_percentiles
 
 __all__ = [
     "scale_to_8bit",
@@ -20,6 +20,7 @@ __all__ = [
     "distance_to_points",
     "kmeans_features",
     "cluster_roles",
+    "cluster_agreement",
     "nuclei_mask_3d",
     "voronoi_cells",
     "label_edges",
@@ -30,8 +31,6 @@ __all__ = [
     "max_intensity_projection",
 ]
 
-
-logger = logging.getLogger(__name__)
 
 _FEATURE_CLIP = 20.0  # paper step 2: min(distance, 20)
 
@@ -44,16 +43,13 @@ _DISTANCE_BIN = 0.05  # px; k-means runs on the feature histogram at this resolu
 
 # -- step 1 and the features ---------------------------------------------------------------------------------------------
 def scale_to_8bit(volume: np.ndarray, mode: str = "percentile", percentiles=(0.5, 99.9)) -> np.ndarray:
-    """Rescale a whole stack (or image) to uint8, as the paper's features expect (step 2)."""
-    volume = np.asarray(volume, dtype=np.float32)
+    """Rescale a whole stack (or image) to uint8, as the paper's features expect (step 2): ``"minmax"`` (the paper's
+    16 -> 8 bit over the whole stack) or ``"percentile"`` (robust to hot pixels)."""
     if mode == "minmax":
-        lo, hi = float(volume.min()), float(volume.max())
-    elif mode == "percentile":
-        lo, hi = (float(v) for v in np.percentile(volume, percentiles))
-    else:
+        percentiles = (0.0, 100.0)
+    elif mode != "percentile":
         raise ValueError(f"intensity_scaling must be 'minmax' or 'percentile', got {mode!r}")
-    scaled = (volume - lo) * (255.0 / max(hi - lo, 1e-6))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.rint(normalize_percentiles(volume, percentiles) * 255.0).astype(np.uint8)
 
 
 def point_mask(points: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -143,11 +139,6 @@ def cluster_roles(clusters: np.ndarray, centres: np.ndarray, points: np.ndarray,
         background = others[int(np.argmin(centres[others, 0]))]
     else:
         raise ValueError(f"background rule must be 'ball_overlap' or 'darkest', got {background_rule!r}")
-    if centres[nuclei, 0] < centres[others, 0].max():
-        logger.warning("the cluster holding most points is not the brightest: check nuclei_channel and the points' z")
-    if at_points[nuclei] < 0.5 * len(points):
-        logger.warning("only %d of %d points fall on the nuclei cluster: check nuclei_channel and the points' z",
-                       at_points[nuclei], len(points))
     middle = [c for c in others if c != background]
     if mask_rule == "not_background":
         return [nuclei, *middle], background
@@ -160,15 +151,29 @@ def cluster_roles(clusters: np.ndarray, centres: np.ndarray, points: np.ndarray,
     raise ValueError(f"mask rule must be 'not_background', 'nuclei_cluster' or 'brightness_groups', got {mask_rule!r}")
 
 
+def cluster_agreement(clusters: np.ndarray, centres: np.ndarray, points: np.ndarray) -> dict:
+    """How well the k-means clusters agree with the clicks, step 4's premise (the clicks sit on the bright nuclei):
+    ``{"points": N, "on_nuclei_cluster": clicks in the cluster holding most clicks, "nuclei_cluster_brightest":
+    whether that cluster has the highest intensity centre}``. Judged by
+    :class:`~lecl_transforms.transforms.checks.ClickPlacementCheck` (it used to be a log line nobody read)."""
+    points = np.asarray(points, int)
+    at_points = np.bincount(clusters[tuple(points.T)], minlength=len(centres))
+    nuclei = int(np.argmax(at_points))
+    return {"points": int(len(points)), "on_nuclei_cluster": int(at_points[nuclei]),
+            "nuclei_cluster_brightest": bool(centres[nuclei, 0] >= centres[:, 0].max())}
+
+
 def nuclei_mask_3d(nuclei: np.ndarray, points: np.ndarray, spacing: Sequence[float],
-                   rules: PseudoLabelRules = RULES["robust"], seed: int = 0,
-                   distance: np.ndarray | None = None) -> np.ndarray:
-    """Alg. 1 steps 1-5: 3D nuclei mask ``(Z, Y, X)`` bool from the nuclei channel and the points."""
+                   rules: PseudoLabelRules = RULES["robust"], seed: int = 0, distance: np.ndarray | None = None,
+                   return_agreement: bool = False):
+    """Alg. 1 steps 1-5: 3D nuclei mask ``(Z, Y, X)`` bool from the nuclei channel and the points; with
+    ``return_agreement`` also the clicks' :func:`cluster_agreement` as ``(mask, agreement)``."""
     if distance is None:
         distance = distance_to_points(points, nuclei.shape, spacing)
     clusters, centres = kmeans_features(scale_to_8bit(nuclei, rules.intensity_scaling), distance, seed=seed)
     mask_ids, _ = cluster_roles(clusters, centres, points, rules.background, rules.mask, rules.ball_radius)
-    return np.isin(clusters, mask_ids)
+    mask = np.isin(clusters, mask_ids)
+    return (mask, cluster_agreement(clusters, centres, points)) if return_agreement else mask
 
 
 # -- step 6 and a-e ---------------------------------------------------------------------------------------------------

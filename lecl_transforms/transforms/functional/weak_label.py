@@ -7,7 +7,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..rules import RULES, PseudoLabelRules
-from .emip import cluster_roles, distance_to_points, kmeans_features, scale_to_8bit
+from .emip import cluster_agreement, cluster_roles, distance_to_points, kmeans_features, scale_to_8bit
 
 __all__ = [
     "remove_small_components",
@@ -19,12 +19,13 @@ __all__ = [
 
 # -- labelled morphology (per-cell operations without per-cell loops) -------------------------------------------------
 def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop connected components (8-connected) smaller than ``min_size`` pixels."""
-    components, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
-    sizes = np.bincount(components.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[components]
+    """Drop connected components (8-connected in 2D, fully connected in nD) smaller than ``min_size`` pixels.
+
+    scikit-image's ``remove_small_objects`` (inclusive ``max_size``: ``min_size - 1`` keeps the old "smaller than"
+    rule; ``connectivity=ndim`` is 2 in 2D)."""
+    from skimage.morphology import remove_small_objects
+
+    return remove_small_objects(np.asarray(mask, bool), max_size=int(min_size) - 1, connectivity=np.ndim(mask))
 
 
 def _conflict_colours(labels: np.ndarray, reach: float) -> np.ndarray:
@@ -53,9 +54,12 @@ def _conflict_colours(labels: np.ndarray, reach: float) -> np.ndarray:
 
 
 def labelled_dilation(labels: np.ndarray, radius: float) -> np.ndarray:
-    """Grow every label by ``radius`` px into unlabelled pixels; where two grow into the same pixel, the nearer wins."""
-    distance, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    return np.where(distance <= radius, labels[iy, ix], 0)
+    """Grow every label by ``radius`` px into unlabelled pixels; where two grow into the same pixel, the nearer wins.
+
+    scikit-image's ``expand_labels`` (the same labelled EDT, so the same ties as before)."""
+    from skimage.segmentation import expand_labels
+
+    return expand_labels(labels, radius)
 
 
 def refine_per_cell(labels: np.ndarray, dilate: float = 5, erode: float = 7) -> np.ndarray:
@@ -85,7 +89,7 @@ def refine_per_cell(labels: np.ndarray, dilate: float = 5, erode: float = 7) -> 
 def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.ndarray,
                        rules: PseudoLabelRules = RULES["robust"], seed: int = 0, min_size: int = 30,
                        dilate: float = 5, erode: float = 7, background_margin: float = 10,
-                       background_disk: float = 5) -> tuple[np.ndarray, np.ndarray]:
+                       background_disk: float = 5, return_agreement: bool = False):
     """Weak label on a projected nuclei image ``(Y, X)``: 1 nucleus, 0 background, 255 ignore (unlabelled).
 
     As Qu et al. (2019), which LECL uses before HoVer-Net: k-means (k=3) on ``[intensity / 10, min(distance to points,
@@ -93,7 +97,8 @@ def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.nd
     2D background rule dilates the points by a disk of ``background_disk``). Nuclei are refined per Voronoi cell
     (objects < ``min_size`` px removed, dilated by ``dilate``, holes filled, eroded by ``erode``); background keeps
     only background-cluster pixels outside refined nuclei and farther than ``background_margin`` from any point.
-    Returns ``(label (Y, X) uint8, instances (Y, X) int32 = nuclei region ∩ Voronoi cells, id = cell id)``.
+    Returns ``(label (Y, X) uint8, instances (Y, X) int32 = nuclei region ∩ Voronoi cells, id = cell id)``, plus the
+    clicks' :func:`cluster_agreement` on this 2D clustering with ``return_agreement``.
     """
     points_yx = np.asarray(points_yx, int).reshape(-1, 2)
     distance = distance_to_points(points_yx, nuclei2d.shape, (1.0, 1.0))
@@ -107,4 +112,7 @@ def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.nd
     label[(clusters == background_idx) & (refined == 0) & (distance > background_margin)] = 0
     label[refined > 0] = 1
     # instances = nuclei region ∩ Voronoi cell: a refined nucleus may spill a few pixels over its cell border
-    return label, np.where(refined > 0, cells, 0).astype(np.int32)
+    instances = np.where(refined > 0, cells, 0).astype(np.int32)
+    if return_agreement:
+        return label, instances, cluster_agreement(clusters, centres, points_yx)
+    return label, instances

@@ -1,0 +1,185 @@
+"""Suspicious input stops with a clear message unless allowed; outputs keep the image's metadata; one key per output.
+
+Every pipeline case runs on two small clean synthetic stacks (96 x 96) written once for the module."""
+
+import csv
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+from monai.data import MetaTensor
+
+from lecl_transforms import LECLInputError, REGIMES, load_datalist, write_dataset
+from lecl_transforms.errors import find_input_error
+from lecl_transforms.transforms import (
+    ClickPlacementCheck,
+    NucleiMarkerChannels,
+    SliceSetCheck,
+    check_channel_indices,
+    pseudo_label_transforms,
+)
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("checks") / "data"
+    write_dataset(out, n_images=2, seed=3, cfg=replace(REGIMES["clean"], size_yx=96))
+    return out, load_datalist(out / "datalist.json", "training") + load_datalist(out / "datalist.json", "validation")
+
+
+def _input_error(run) -> LECLInputError:
+    """The LECLInputError behind a pipeline failure (MONAI's Compose wraps it in a RuntimeError)."""
+    with pytest.raises(Exception) as caught:
+        run()
+    found = find_input_error(caught.value)
+    assert found is not None, repr(caught.value)
+    return found
+
+
+def _write_points(path, entry, transform):
+    with open(entry["points"]) as f:
+        rows = list(csv.DictReader(f))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["z", "y", "x", "label"])
+        for r in rows:
+            w.writerow([*transform(int(r["z"]), int(r["y"]), int(r["x"])), r["label"]])
+    return str(path)
+
+
+def _write_stack(path, czyx, spacing=(1.0, 0.5, 0.5)):
+    dz, dy, dx = spacing
+    tifffile.imwrite(path, np.ascontiguousarray(czyx.transpose(1, 0, 2, 3)), imagej=True, resolution=(1 / dx, 1 / dy),
+                     metadata={"axes": "ZCYX", "spacing": dz, "unit": "um"})
+    return str(path)
+
+
+# -- correct data passes, and keeps its metadata ---------------------------------------------------------------------
+def test_correct_stacks_pass_and_outputs_carry_the_image_metadata(stacks):
+    _, entries = stacks
+    for e in entries:
+        d = pseudo_label_transforms(keep_intermediate=True)({"image": e["image"], "points": e["points"]})
+        for key in ("point_distance", "nuclei_mask"):
+            assert isinstance(d[key], MetaTensor) and d[key].shape[1:] == d["image"].shape[1:]
+            np.testing.assert_allclose(d[key].meta["spacing"], REGIMES["clean"].spacing())
+        for key in ("emip", "mip", "cells", "label", "instances"):
+            out = d[key]
+            assert isinstance(out, MetaTensor), key
+            assert out.meta["filename_or_obj"] == e["image"], key
+            np.testing.assert_allclose(out.meta["spacing"], REGIMES["clean"].spacing()[1:])  # (dy, dx)
+            np.testing.assert_allclose(out.meta["spacing_zyx"], REGIMES["clean"].spacing())
+            np.testing.assert_allclose(out.pixdim, [0.5, 0.5])
+        agreement = d["nuclei_mask"].meta["cluster_agreement"]
+        assert agreement["on_nuclei_cluster"] == agreement["points"] == len(d["points"])
+
+
+def test_dictionary_twins_with_one_output_take_one_key():
+    from lecl_transforms.transforms import (
+        ExtendedMIPd,
+        HoVerNetTargetsd,
+        MaxIntensityProjectiond,
+        NucleiMask3Dd,
+        PointDistanceMapd,
+        SliceSetsd,
+        ThreeRegionLabeld,
+        VoronoiCellsd,
+    )
+
+    for twin in (PointDistanceMapd, NucleiMask3Dd, VoronoiCellsd, SliceSetsd, ExtendedMIPd, MaxIntensityProjectiond,
+                 ThreeRegionLabeld, HoVerNetTargetsd):
+        with pytest.raises(LECLInputError, match=r"keys \['a', 'b'\] would all write"):
+            twin(["a", "b"])
+        twin("a")
+
+
+# -- channels -------------------------------------------------------------------------------------------------------
+def test_negative_channel_indices_are_resolved_before_comparing():
+    data = np.random.default_rng(0).integers(0, 4000, (2, 4, 8, 8)).astype(np.uint16)
+    assert check_channel_indices(2, -1, 0, "a.tif") == (1, 0)
+    np.testing.assert_array_equal(NucleiMarkerChannels(-1, 0)(data), data[[1, 0]])
+    with pytest.raises(LECLInputError, match="nuclei_channel=-1 and marker_channel=1 both select channel 1"):
+        NucleiMarkerChannels(-1, 1)(data)
+    with pytest.raises(LECLInputError, match=r"marker_channel=-3, but the image has 2 channels \(0..1\)"):
+        check_channel_indices(2, 0, -3, "a.tif")
+
+
+def test_identical_channels_are_refused_unless_allowed(stacks, tmp_path, caplog):
+    _, entries = stacks
+    image = tifffile.imread(entries[0]["image"]).transpose(1, 0, 2, 3)  # (C, Z, Y, X)
+    twin = _write_stack(tmp_path / "twin.tif", np.stack([image[0], image[0]]))
+    err = _input_error(lambda: pseudo_label_transforms()({"image": twin, "points": entries[0]["points"]}))
+    assert "hold the same image (identical data)" in err.problem and "twin.tif" in err.where
+    assert "--allow-suspicious-input" in err.fix
+    with caplog.at_level(logging.WARNING):
+        NucleiMarkerChannels(0, 1, allow_suspicious_input=True)(np.stack([image[0], image[0]]))
+    assert "hold the same image" in caplog.text
+
+
+# -- clicks on the nuclei --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["swapped_channels", "xy_swapped", "micrometres"])
+def test_clicks_off_the_nuclei_or_swapped_channels_stop_unless_allowed(stacks, tmp_path, case):
+    _, entries = stacks
+    entry = entries[0]
+    channels, points = (0, 1), entry["points"]
+    if case == "swapped_channels":
+        channels = (1, 0)
+    elif case == "xy_swapped":  # the image is square: every swapped click still lies inside it
+        points = _write_points(tmp_path / "xy.csv", entry, lambda z, y, x: (z, x, y))
+    else:  # y, x given in micrometres of 0.5 um pixels (z-step of 1 um: z unchanged)
+        points = _write_points(tmp_path / "um.csv", entry, lambda z, y, x: (z, y // 2, x // 2))
+    data = {"image": entry["image"], "points": points}
+    err = _input_error(lambda: pseudo_label_transforms(*channels)(dict(data)))
+    expected = "look swapped" if case == "swapped_channels" else "fall off the nuclei"
+    assert expected in err.problem and "synth_000.tif" in err.where
+    assert "z,y,x" in err.fix and "0-based voxel indices" in err.fix and "--nuclei-channel" in err.fix
+    assert "allow_suspicious_input=true" in err.fix
+    d = pseudo_label_transforms(*channels, allow_suspicious_input=True)(dict(data))
+    assert d["emip"].shape == (2, 96, 96)
+
+
+def test_click_check_judges_the_kmeans_agreement():
+    image = np.zeros((2, 2, 8, 8), np.float32)
+    points = np.array([[0, 1, 1]])
+    check = ClickPlacementCheck(min_points=5)  # one click: too few for the intensity test, the agreement counts
+    fine = {"points": 10, "on_nuclei_cluster": 9, "nuclei_cluster_brightest": True}
+    assert check.problems(image, points, [fine]) == []
+    found = check.problems(image, points, [{"points": 10, "on_nuclei_cluster": 3, "nuclei_cluster_brightest": False,
+                                            "where": "3D k-means"}])
+    assert found == ["3D k-means: only 3 of 10 clicks fall on the nuclei cluster",
+                     "3D k-means: the cluster holding most clicks is not the brightest"]
+
+
+# -- slice sets --------------------------------------------------------------------------------------------------------
+def test_whole_stack_slice_sets_stop_with_robust_rules_and_warn_with_paper_rules(stacks, tmp_path, caplog):
+    _, entries = stacks
+    image = tifffile.imread(entries[0]["image"]).transpose(1, 0, 2, 3)
+    flat = _write_stack(tmp_path / "copies.tif", np.repeat(image.max(axis=1, keepdims=True), image.shape[1], axis=1))
+    data = {"image": flat, "points": entries[0]["points"]}  # every slice a copy of one image: no z information
+    err = _input_error(lambda: pseudo_label_transforms()(dict(data)))
+    assert "get slice sets covering all" in err.problem and "plain MIP" in err.problem
+    assert "z column" in err.fix and "spacing" in err.fix
+    with caplog.at_level(logging.WARNING):
+        pseudo_label_transforms(rules="paper")(dict(data))
+        assert "covering all" in caplog.text
+        caplog.clear()
+        pseudo_label_transforms(allow_suspicious_input=True)(dict(data))
+        assert "covering all" in caplog.text
+
+
+def test_slice_set_check_on_hand_made_sets():
+    sets = np.ones((4, 6), bool)
+    sets[:2, 0] = False  # 2 of 4 full: not more than half
+    SliceSetCheck()(sets)
+    sets[1, 0] = True
+    with pytest.raises(LECLInputError, match="3 of 4 nuclei"):
+        SliceSetCheck()(sets)
+    SliceSetCheck()(np.ones((4, 3), bool))  # fewer than 4 slices: a short stack may hold nuclei through all
+
+
+def test_override_spacing_reaches_the_reader(stacks):
+    _, entries = stacks
+    d = pseudo_label_transforms(spacing=(3.0, 0.5, 0.5), override_spacing=True)(
+        {"image": entries[0]["image"], "points": entries[0]["points"]})
+    np.testing.assert_allclose(d["image"].meta["spacing"], (3.0, 0.5, 0.5))
