@@ -93,8 +93,16 @@ def test_rerun_needs_overwrite_and_foreign_files_are_kept(synth_dir, tmp_path, c
     other.mkdir()
     (other / "synth_000_qc.png").write_text("my own file")
     assert main(args[:-1] + [str(other), "--overwrite"]) == 2
-    assert "was not written by lecl prepare" in capsys.readouterr().err
+    assert "holds files lecl did not write" in capsys.readouterr().err
     assert (other / "synth_000_qc.png").read_text() == "my own file"
+    # an earlier output of another stack, plus a file of the user's that this run would write
+    entry2 = load_datalist(synth_dir / "datalist.json", "validation")[0]
+    mixed = tmp_path / "q"
+    assert main(["prepare", "--image", entry2["image"], "--points", entry2["points"], "--out", str(mixed)]) == 0
+    (mixed / "synth_000_qc.png").write_text("my own file")
+    assert main(args[:-1] + [str(mixed), "--overwrite"]) == 2
+    assert "was not written by lecl prepare" in capsys.readouterr().err
+    assert (mixed / "synth_000_qc.png").read_text() == "my own file"
 
 
 def test_bad_inputs_give_clear_errors(synth_dir, tmp_path, capsys):
@@ -127,3 +135,79 @@ def test_datalist_entries_without_points_are_skipped_and_duplicate_names_refused
         prepare_datalist({"training": [entries[0], {"image": str(copy / "synth_000.tif"),
                                                    "points": entries[0]["points"]}]}, tmp_path / "out",
                          progress=False)
+
+
+def _copied_set(synth_dir, folder):
+    """Own copies of the 3 stacks (one per section) and a datalist, so one stack can be spoiled."""
+    content = json.loads((synth_dir / "datalist.json").read_text())
+    for sub in ("images", "points"):
+        shutil.copytree(synth_dir / sub, folder / sub)
+    dl = folder / "datalist.json"
+    dl.write_text(json.dumps({k: [{"image": e["image"], "points": e["points"]} for e in content[k]]
+                              for k in ("training", "validation", "test")}))
+    return dl
+
+
+def test_one_bad_stack_does_not_stop_the_batch(synth_dir, tmp_path, capsys):
+    dl = _copied_set(synth_dir, tmp_path / "data")
+    bad = tmp_path / "data" / "images" / "synth_001.tif"
+    good = bad.read_bytes()
+    bad.write_bytes(b"II*\x00 not really a TIFF")
+    out = tmp_path / "out"
+    assert main(["prepare", "--datalist", str(dl), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 3 stacks could not be prepared" in err and "synth_001.tif" in err and "not a readable TIFF" in err
+    assert "Fix: " in err and "Traceback" not in err
+    content = json.loads((out / "prepared.json").read_text())
+    listed = [e["image"] for k in ("training", "validation", "test") for e in content[k]]
+    assert listed == ["synth_000_emip.tif", "synth_002_emip.tif"]
+    assert (out / "synth_002_qc.png").is_file() and not list(out.glob("synth_001_*"))
+    bad.write_bytes(good)  # once fixed, a rerun with --overwrite completes the set
+    assert main(["prepare", "--datalist", str(dl), "--out", str(out), "--overwrite"]) == 0
+    content = json.loads((out / "prepared.json").read_text())
+    assert sum(len(content[k]) for k in ("training", "validation", "test")) == 3
+
+
+def test_every_stack_failing_leaves_no_output_folder(synth_dir, tmp_path, capsys):
+    dl = _copied_set(synth_dir, tmp_path / "data")
+    for image in (tmp_path / "data" / "images").iterdir():
+        image.write_bytes(b"garbage")
+    assert main(["prepare", "--datalist", str(dl), "--out", str(tmp_path / "out")]) == 2
+    assert "3 of 3 stacks could not be prepared" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_effective_spacing_is_recorded_per_stack(prepared, synth_dir, tmp_path):
+    _, out = prepared
+    content = json.loads((out / "prepared.json").read_text())
+    assert "spacing" not in content["parameters"]  # nothing claims a spacing the files did not have
+    assert content["parameters"]["spacing_given"] is None
+    for e in content["training"] + content["validation"]:
+        assert e["spacing"] == [1.0, 0.5, 0.5] and e["spacing_source"] == "file"  # the synthetic files' own
+    entry = load_datalist(synth_dir / "datalist.json", "training")[0]
+    one = tmp_path / "one"
+    assert main(["prepare", "--image", entry["image"], "--points", entry["points"], "--out", str(one),
+                 "--spacing", "3", "0.5", "0.5", "--override-spacing"]) == 0
+    content = json.loads((one / "prepared.json").read_text())
+    assert content["training"][0]["spacing"] == [3.0, 0.5, 0.5]
+    assert content["parameters"]["spacing_given"] == [3.0, 0.5, 0.5] and content["parameters"]["override_spacing"]
+
+
+def test_flags_reach_the_pipeline(synth_dir, tmp_path, monkeypatch):
+    import lecl_transforms.tools.prepare as prepare
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    real = prepare.pseudo_label_transforms
+    monkeypatch.setattr(prepare, "pseudo_label_transforms", recording)
+    entry = load_datalist(synth_dir / "datalist.json", "training")[0]
+    base = ["prepare", "--image", entry["image"], "--points", entry["points"]]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert seen[-1]["allow_suspicious_input"] is False and seen[-1]["override_spacing"] is False
+    assert main(base + ["--out", str(tmp_path / "b"), "--allow-suspicious-input"]) == 0
+    assert seen[-1]["allow_suspicious_input"] is True
+    assert json.loads((tmp_path / "b" / "prepared.json").read_text())["parameters"]["allow_suspicious_input"]

@@ -174,6 +174,9 @@ def _area_table(inst: np.ndarray, n: int) -> np.ndarray:
 
 def _smooth_noise(rng, shape, sigma, mean=1.0, sd=0.2):
     field_ = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    # centre before scaling: a wide sigma on a small image leaves a mean offset that the scaling would blow up
+    # (an illumination field far from 1, even negative, that wipes the nuclei out)
+    field_ -= field_.mean()
     field_ *= sd / (field_.std() + 1e-8)
     return field_ + mean
 

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import LECLInputError, find_input_error
+from ..errors import find_input_error
+from .demo import cmd_demo, summarise_dataset
 
 __all__ = ["main"]
 
@@ -40,12 +39,7 @@ def _synth_config(args):
                                           "positive_fraction", "decoy_fraction", "point_jitter_px",
                                           "z_click_error", "missed_click_rate")}
     opts["z_slices"] = tuple(args.z_slices) if args.z_slices else None
-    if opts["z_slices"] and not 2 <= opts["z_slices"][0] <= opts["z_slices"][1]:
-        raise LECLInputError("--z-slices", f"got {args.z_slices}", "give MIN MAX with 2 <= MIN <= MAX")
-    for name in ("haze", "positive_fraction", "decoy_fraction", "z_click_error", "missed_click_rate"):
-        if opts[name] is not None and not 0 <= opts[name] <= 1:
-            raise LECLInputError(f"--{name.replace('_', '-')}", f"got {opts[name]}", "give a value between 0 and 1")
-    return config_from_options(args.regime, **opts)
+    return config_from_options(args.regime, **opts)  # values are checked by write_dataset before it writes
 
 
 def cmd_synth(args) -> int:
@@ -54,43 +48,8 @@ def cmd_synth(args) -> int:
     cfg = _synth_config(args)
     datalist = write_dataset(args.out, args.n_images, args.seed, cfg, overwrite=args.overwrite, progress=True,
                              regime=args.regime)
-    _summarise_dataset(datalist)
+    summarise_dataset(datalist)
     return 0
-
-
-def _summarise_dataset(datalist: Path) -> None:
-    """Print what was generated and write ``preview.png`` (first image: MIP composite with true classes)."""
-    import csv
-    import json
-
-    import tifffile
-
-    from .visualize import composite_rgb, draw_points, save_png
-
-    content = json.loads(datalist.read_text())
-    root = datalist.parent
-    entries = [e for k in ("training", "validation", "test") for e in content.get(k, [])]
-    total = pos = decoys = 0
-    for e in entries:
-        with open(root / e["nuclei"]) as f:
-            rows = list(csv.DictReader(f))
-        total += len(rows)
-        pos += sum(r["label"] == "2" for r in rows)
-        decoys += sum(r["decoy"] == "1" for r in rows)
-    first = entries[0]
-    image = tifffile.imread(root / first["image"]).astype(np.float32)  # (Z, C, Y, X)
-    with open(root / first["nuclei"]) as f:
-        rows = list(csv.DictReader(f))
-    yx = np.array([[int(r["y"]), int(r["x"])] for r in rows]).reshape(-1, 2)
-    cls = np.array([int(r["label"]) for r in rows])
-    preview = draw_points(composite_rgb(image[:, 0].max(0), image[:, 1].max(0)), yx, cls)
-    save_png(root / "preview.png", preview)
-    sizes = {k: len(content.get(k, [])) for k in ("training", "validation", "test")}
-    print(f"wrote {len(entries)} stacks to {root} ({sizes})")
-    print(f"  nuclei: {total}, marker-positive: {pos}, decoy negatives (marker above/below only): {decoys}")
-    print(f"  datalist: {datalist}")
-    print(f"  preview:  {root / 'preview.png'} (plain MIP, marker red, nuclei cyan; points yellow = negative, "
-          "magenta = positive)")
 
 
 def cmd_prepare(args) -> int:
@@ -100,63 +59,14 @@ def cmd_prepare(args) -> int:
     datalist = prepare_datalist(
         entries, args.out, nuclei_channel=args.nuclei_channel, marker_channel=args.marker_channel,
         spacing=args.spacing, axes=args.axes, rules=args.rules, emip_channels=args.emip_channels, seed=args.seed,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, allow_suspicious_input=args.allow_suspicious_input,
+        override_spacing=args.override_spacing, inputs=[args.datalist] if args.datalist else (),
     )
     n = sum(len(v) for v in entries.values())
     print(f"prepared {n} stack(s) into {Path(args.out)}: *_emip.tif, *_mip.tif, *_labels.tif, *_instances.tif, "
           f"*_nuclei.csv, *_qc.png")
     print(f"  datalist for training: {datalist}")
     return 0
-
-
-def cmd_demo(args) -> int:
-    """The built-in end-to-end run: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> quick LECL training
-    (the bundle's ``train.json`` + ``quick.json`` through MONAI's bundle runner). Everything goes under ``--out``."""
-    from ..engines.config import default_bundle_root
-    from .prepare import entries_from_args, prepare_datalist
-    from ..data.synthetic import REGIMES
-    from ..data.synthetic_dataset import MANIFEST_NAME, write_dataset
-
-    out = Path(args.out)
-    data, prepared = out / "data", out / "prepared"
-    for folder, marker in ((data, MANIFEST_NAME), (prepared, "lecl_prepare.json")):
-        if folder.exists() and any(folder.iterdir()) and not (folder / marker).is_file():
-            raise LECLInputError(folder, "exists and holds files that lecl did not write", "choose another --out")
-    print(f"[1/3] synthetic stacks with ground truth -> {data}")
-    datalist = write_dataset(data, args.n_images, args.seed, REGIMES["clean"], overwrite=True, progress=True,
-                             regime="clean")
-    _summarise_dataset(datalist)
-    print(f"[2/3] pseudo-labels, EMIP and QC pictures -> {prepared}")
-    prepare_datalist(entries_from_args(str(datalist), None, None), prepared, overwrite=True, seed=args.seed)
-    print(f"  QC pictures: {prepared}/*_qc.png (left EMIP, right plain MIP; orange rings: false overlaps removed)")
-    if args.skip_training:
-        return 0
-    configs = Path(default_bundle_root()) / "configs"
-    print(f"[3/3] LECL training, quick CPU config ({configs / 'quick.json'}) -> {out / 'models'}")
-    from monai.bundle import run
-
-    run("training", config_file=[str(configs / "train.json"), str(configs / "quick.json")],
-        meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
-        bundle_root=str(out.resolve()), datalist=str(datalist.resolve()), seed=args.seed,
-        **({"epochs": args.epochs, "val_interval": max(1, args.epochs // 6)} if args.epochs else {}))
-    _summarise_training(out)
-    return 0
-
-
-def _summarise_training(out: Path) -> None:
-    from mlflow.tracking import MlflowClient
-
-    db = (out / "eval" / "mlruns.db").resolve()
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    experiment = client.get_experiment_by_name("lecl")
-    runs = client.search_runs(experiment.experiment_id, order_by=["attributes.start_time DESC"], max_results=1)
-    f1 = [m.value for m in client.get_metric_history(runs[0].info.run_id, "val_click_f1")] if runs else []
-    best = out / "models" / "stage0" / "model.pt"
-    print(f"done. best model: {best}" if best.is_file() else f"done (no validation ran, so no best model in {best.parent})")
-    if f1:
-        print(f"  validation click F1 (marker-positive/negative at the held-out clicks): "
-              f"{' -> '.join(f'{v:.2f}' for v in f1)}")
-    print(f"  MLflow run: mlflow ui --backend-store-uri sqlite:///{db}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,21 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nuclei-channel", type=int, default=0, help="0-based index of the nuclei channel (default 0)")
     p.add_argument("--marker-channel", type=int, default=1, help="0-based index of the marker channel (default 1)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
-                   help="voxel spacing in um, used where the file does not state it")
+                   help="voxel spacing in um, used where the file does not state it (for every stack with "
+                   "--override-spacing)")
     p.add_argument("--axes", help="axis order of plain TIFFs without metadata, e.g. ZCYX")
     p.add_argument("--rules", default="robust", choices=["robust", "paper"],
                    help="robust (default) or paper: Algorithm 1 taken literally")
     p.add_argument("--emip-channels", default="both", choices=["both", "marker"],
                    help="both (paper) or marker: EMIP of the marker, plain MIP of nuclei (published code)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed")
+    p.add_argument("--override-spacing", action="store_true",
+                   help="use --spacing for every stack, even where the file states another spacing")
+    p.add_argument("--allow-suspicious-input", action="store_true",
+                   help="warn about suspicious inputs (e.g. channels that look swapped) instead of refusing them")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier lecl prepare")
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("demo", help="run the built-in demo on synthetic data")
-    p.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    p.add_argument("--out", default="demo", help="output folder: new, empty or an earlier demo (default ./demo)")
     p.add_argument("--n-images", type=int, default=6, help="synthetic stacks (default 6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="training epochs (default: the quick config's)")
     p.add_argument("--skip-training", action="store_true", help="stop after the QC pictures")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out (models included)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -14,9 +14,9 @@ import numpy as np
 from monai.transforms import Compose
 
 from ..data.datalist import load_datalist
-from ..errors import input_error
+from ..errors import LECLInputError, find_input_error, input_error
 from ..transforms.compose import pseudo_label_transforms
-from ..transforms.functional import slice_ranges
+from ..transforms.functional import percentile_range, slice_ranges
 from ..transforms.rules import resolve_rules
 from .visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
 
@@ -69,7 +69,7 @@ def qc_image(d: dict) -> np.ndarray:
     cells, instances = np.asarray(d["cells"])[0], np.asarray(d["instances"])[0]
     points, labels = np.asarray(d["points"]), np.asarray(d["point_labels"])
     n = len(points)
-    lo, hi = np.percentile(mip[1], [0.5, 99.8])
+    lo, hi = percentile_range(mip[1], (0.5, 99.8))
     emip_score = (cell_marker_scores(emip, instances, n) - lo) / (hi - lo + 1e-6)
     mip_score = (cell_marker_scores(mip, instances, n) - lo) / (hi - lo + 1e-6)
     removed = (mip_score > 0.3) & (emip_score < 0.5 * mip_score)
@@ -105,9 +105,15 @@ def _nuclei_rows(d: dict) -> list[list[int]]:
 
 def prepare_one(image: str, points: str, out_dir, pipeline: Compose, stem: str | None = None) -> dict[str, Path]:
     """Run the pipeline on one stack and write its outputs into ``out_dir``; returns the written paths."""
-    d = pipeline({"image": str(image), "points": str(points)})
+    return _prepare(image, points, out_dir, pipeline, stem)[0]
+
+
+def _prepare(image, points, out_dir, pipeline: Compose, stem: str | None = None) -> tuple[dict[str, Path], dict]:
+    """:func:`prepare_one`, also returning the spacing the stack was read with (``spacing``, ``spacing_source``)."""
+    d = pipeline({"image": str(image), "points": str(points)})  # runs fully before anything of this stack is written
     paths = output_paths(out_dir, stem or stem_of(image))
-    spacing = np.asarray(d["image"].meta["spacing"]) if hasattr(d["image"], "meta") else None
+    meta = getattr(d["image"], "meta", {})
+    spacing = np.asarray(meta["spacing"], np.float64) if "spacing" in meta else None
     spacing_yx = tuple(spacing[1:]) if spacing is not None else None
     _write_tiff(paths["emip"], np.asarray(d["emip"], np.float32), "CYX", spacing_yx)
     _write_tiff(paths["mip"], np.asarray(d["mip"], np.float32), "CYX", spacing_yx)
@@ -118,40 +124,35 @@ def prepare_one(image: str, points: str, out_dir, pipeline: Compose, stem: str |
         writer.writerow(NUCLEI_COLUMNS)
         writer.writerows(_nuclei_rows(d))
     save_png(paths["qc"], qc_image(d))
-    return paths
+    info = {"spacing": [float(v) for v in spacing] if spacing is not None else None,
+            "spacing_source": meta.get("spacing_source")}
+    return paths, info
 
 
-def _check_out_dir(out_dir: Path, inputs: list[Path], targets: list[Path], overwrite: bool) -> None:
-    """Never write into an input folder or over an input; replace earlier outputs only with ``overwrite``."""
-    out = out_dir.resolve()
-    for src in inputs:
-        if src.resolve().parent == out:
-            raise input_error(out_dir, f"is the folder of the input {src}",
-                              "choose a separate --out folder: lecl prepare never writes beside or over your data")
-    resolved_inputs = {p.resolve() for p in inputs}
-    earlier: set[str] = set()
-    manifest = out_dir / MANIFEST_NAME
-    if manifest.is_file():
-        earlier = set(json.loads(manifest.read_text()).get("files", []))
-    for target in targets:
-        if target.resolve() in resolved_inputs:
-            raise input_error(target, "would overwrite an input", "choose another --out folder")
-        if target.exists():
-            if not overwrite:
-                raise input_error(target, "exists already", "pass --overwrite to replace earlier outputs, or a new --out")
-            if target.name not in earlier:
-                raise input_error(target, "exists and was not written by lecl prepare",
-                                  "choose another --out folder (nothing of yours is overwritten)")
+def check_seed(seed) -> None:
+    if not 0 <= seed < 2**32:  # sklearn's KMeans takes seeds in [0, 2**32)
+        raise input_error("--seed", f"got {seed}", "give a k-means seed from 0 to 4294967295")
 
 
 def prepare_datalist(entries: dict[str, list[dict]], out_dir, *, nuclei_channel: int = 0, marker_channel: int = 1,
                      spacing: Sequence[float] | None = None, axes: str | None = None, rules="robust",
-                     emip_channels: str = "both", seed: int = 0, overwrite: bool = False,
-                     progress: bool = True) -> Path:
+                     emip_channels: str = "both", seed: int = 0, overwrite: bool = False, progress: bool = True,
+                     allow_suspicious_input: bool = False, override_spacing: bool = False,
+                     inputs: Sequence = ()) -> Path:
     """Prepare every entry (``{section: [{"image", "points"}, ...]}``) into ``out_dir``; returns the path of the
-    written ``prepared.json`` datalist (same sections, entries pointing to the outputs)."""
+    written ``prepared.json`` datalist (same sections, entries pointing to the outputs, each with the ``spacing``
+    its stack was read with). ``inputs``: other files read (the datalist), kept apart from ``out_dir`` too.
+
+    A stack that fails with an input error does not stop the batch: the others are prepared and listed, then one
+    :class:`LECLInputError` names every failed stack."""
+    from .outputs import check_out_dir, make_dirs, remove_empty_dirs, remove_stale, write_manifest
+
     out_dir = Path(out_dir)
+    check_seed(seed)
     jobs = [(section, e) for section, items in entries.items() for e in items]
+    if not jobs:
+        raise input_error("lecl prepare", "nothing to prepare",
+                          "give --datalist DATALIST, or --image STACK --points CSV")
     stems: dict[str, str] = {}
     for section, e in jobs:
         stem = stem_of(e["image"])
@@ -159,12 +160,18 @@ def prepare_datalist(entries: dict[str, list[dict]], out_dir, *, nuclei_channel:
             raise input_error(e["image"], f"has the same name '{stem}' as {stems[stem]}",
                               "give every stack a distinct file name")
         stems[stem] = e["image"]
-    inputs = [Path(e[k]) for _, e in jobs for k in ("image", "points")]
-    targets = [p for stem in stems for p in output_paths(out_dir, stem).values()]
-    _check_out_dir(out_dir, inputs, targets + [out_dir / "prepared.json"], overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = [Path(e[k]) for _, e in jobs for k in ("image", "points")] + [Path(p) for p in inputs]
+    targets = [p for stem in stems for p in output_paths(out_dir, stem).values()] + [out_dir / "prepared.json"]
     rules = resolve_rules(rules)
-    pipeline = pseudo_label_transforms(nuclei_channel, marker_channel, spacing, axes, rules, emip_channels, seed)
+    pipeline = pseudo_label_transforms(nuclei_channel, marker_channel, spacing, axes, rules, emip_channels, seed,
+                                       allow_suspicious_input=allow_suspicious_input,
+                                       override_spacing=override_spacing)
+    earlier = check_out_dir(out_dir, command="lecl prepare", manifest=MANIFEST_NAME, overwrite=overwrite,
+                            inputs=sources, targets=targets)
+    created = make_dirs(out_dir)
+    planned = sorted({p.name for p in targets} | set((earlier or {}).get("files", [])))
+    # listed before writing: an interrupted run can be replaced with --overwrite
+    write_manifest(out_dir, MANIFEST_NAME, {"command": "lecl prepare", "complete": False, "files": planned})
     iterator = jobs
     if progress:
         from tqdm import tqdm
@@ -172,21 +179,50 @@ def prepare_datalist(entries: dict[str, list[dict]], out_dir, *, nuclei_channel:
         iterator = tqdm(jobs, desc="lecl prepare", unit="stack")
     prepared: dict[str, list] = {section: [] for section in entries}
     written: list[str] = []
+    failures: list[tuple[str, LECLInputError]] = []
     for section, e in iterator:
-        paths = prepare_one(e["image"], e["points"], out_dir, pipeline)
+        try:
+            paths, info = _prepare(e["image"], e["points"], out_dir, pipeline)
+        except Exception as exc:  # noqa: BLE001 - a bad stack is reported with the others; a bug still raises
+            cause = find_input_error(exc)
+            if cause is None:
+                raise
+            failures.append((str(e["image"]), cause))
+            continue
         written += [p.name for p in paths.values()]
         prepared[section].append({
             "image": paths["emip"].name, "mip": paths["mip"].name, "label": paths["labels"].name,
             "instances": paths["instances"].name, "nuclei": paths["nuclei"].name, "qc": paths["qc"].name,
-            "source_image": os.path.abspath(e["image"]), "source_points": os.path.abspath(e["points"]),
+            "source_image": os.path.abspath(e["image"]), "source_points": os.path.abspath(e["points"]), **info,
         })
+    if not written:  # nothing prepared: leave no trace of this run in a new folder
+        if earlier is None:
+            (out_dir / MANIFEST_NAME).unlink()
+            remove_empty_dirs(created)
+        raise failures[0][1] if len(failures) == 1 else _failure_summary(failures, len(jobs), None)
+    # the given --spacing is recorded as given; what each stack was read with is its entry's "spacing"
     parameters = {"nuclei_channel": nuclei_channel, "marker_channel": marker_channel,
-                  "spacing": list(spacing) if spacing else None, "axes": axes, "rules": asdict(rules),
-                  "emip_channels": emip_channels, "seed": seed}
+                  "spacing_given": list(spacing) if spacing else None, "override_spacing": override_spacing,
+                  "axes": axes, "rules": asdict(rules), "emip_channels": emip_channels, "seed": seed,
+                  "allow_suspicious_input": allow_suspicious_input}
     datalist = out_dir / "prepared.json"
     datalist.write_text(json.dumps({**prepared, "parameters": parameters}, indent=2) + "\n")
-    (out_dir / MANIFEST_NAME).write_text(json.dumps({"files": written + ["prepared.json"]}, indent=2) + "\n")
+    remove_stale(out_dir, earlier, written + ["prepared.json"])
+    write_manifest(out_dir, MANIFEST_NAME, {"command": "lecl prepare", "complete": True,
+                                            "files": written + ["prepared.json"]})
+    if failures:
+        raise _failure_summary(failures, len(jobs), datalist)
     return datalist
+
+
+def _failure_summary(failures, n_jobs: int, datalist: Path | None) -> LECLInputError:
+    listed = "".join(f"\n  - {image}: {e.where}: {e.problem}" if e.where != image else f"\n  - {image}: {e.problem}"
+                     for image, e in failures)
+    done = (f"\n  the other {n_jobs - len(failures)} stack(s) are prepared; {datalist} lists only those"
+            if datalist else "")
+    fixes = list(dict.fromkeys(e.fix for _, e in failures))
+    return input_error("lecl prepare", f"{len(failures)} of {n_jobs} stacks could not be prepared:{listed}{done}",
+                       "; ".join(fixes) + " (then run again with --overwrite)")
 
 
 def entries_from_args(datalist: str | None, image: str | None, points: str | None,

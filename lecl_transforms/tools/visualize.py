@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..transforms.functional import label_edges
+from ..transforms.functional import label_edges, normalize_percentiles
 
 __all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "side_by_side", "save_png", "CLASS_COLOURS"]
 
@@ -17,9 +17,7 @@ CLASS_COLOURS = {1: (255, 220, 0), 2: (255, 0, 255)}
 
 def to_uint8(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.8) -> np.ndarray:
     """Contrast-stretch an image to uint8 between two percentiles (robust to hot pixels)."""
-    img = np.asarray(img, dtype=np.float32)
-    lo, hi = np.percentile(img, [lo_pct, hi_pct])
-    return (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    return (normalize_percentiles(img, (lo_pct, hi_pct)) * 255).astype(np.uint8)
 
 
 def composite_rgb(nuclei: np.ndarray, marker: np.ndarray) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""The one output-folder guard of ``lecl synth``, ``lecl prepare`` and ``lecl demo``.
+
+Every command that writes a folder leaves a manifest in it (``lecl_synth.json``, ``lecl_prepare.json``,
+``lecl_demo.json``). A folder is written only if it is new or empty, or holds an earlier output of the same command
+and ``--overwrite`` was given; never if it is (or contains) the folder of an input. So nothing a user had is ever
+replaced without ``--overwrite``, and their own files never are."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import input_error
+
+__all__ = ["check_out_dir", "make_dirs", "remove_empty_dirs", "write_manifest", "read_manifest", "remove_stale"]
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(folder: Path, out: Path, option: str) -> None:
+    """Try to create (and delete) a file: permission bits, read-only mounts and ACLs all show up the same way,
+    and root, who ignores permission bits, is not refused for nothing."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lecl_probe_", dir=folder)
+    except OSError as e:
+        what = "" if folder == Path(os.path.abspath(out)) else f" (its parent {folder})"
+        raise input_error(f"{option} {out}", f"cannot write into this folder{what}: {e.strerror}",
+                          f"choose a folder you can write to for {option}, or fix its permissions") from e
+    os.close(fd)
+    os.unlink(probe)
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise input_error(path, f"is not a readable lecl manifest ({e})",
+                          "choose a new or empty output folder (nothing there is overwritten)") from e
+    return content if isinstance(content, dict) else {}
+
+
+def check_out_dir(out, *, command: str, manifest: str, overwrite: bool = False, inputs: Iterable = (),
+                  targets: Iterable = (), option: str = "--out") -> dict | None:
+    """Refuse ``out`` unless ``command`` may write there; writes nothing. Returns the earlier manifest (or None).
+
+    ``inputs``: files the command reads (``out`` must be neither their folder nor an ancestor of it). ``targets``:
+    files it will write; with ``--overwrite`` each one that exists must be listed in the earlier manifest."""
+    out = Path(out)
+    where = f"{option} {out}"
+    if out.exists() and not out.is_dir():
+        raise input_error(where, "is a file, not a folder", f"give {option} a new or empty folder")
+    existing = _nearest_existing(out)
+    if not existing.is_dir():
+        raise input_error(where, f"cannot be created: {existing} is a file",
+                          f"give {option} a folder path whose parents are folders")
+    resolved = out.resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        if resolved == src.parent or resolved in src.parents:
+            raise input_error(where, f"holds the input {src}",
+                              f"choose a separate {option} folder: {command} never writes beside or over your data")
+    earlier = None
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / manifest).is_file():
+            raise input_error(where, f"holds files lecl did not write (no {manifest} from an earlier {command})",
+                              f"choose a new or empty {option} folder (nothing of yours is overwritten)")
+        if not overwrite:
+            raise input_error(where, f"holds an earlier {command} output",
+                              f"pass --overwrite to replace it, or choose a new {option}")
+        earlier = read_manifest(out / manifest)
+        recorded = earlier.get("files")
+        for target in targets:
+            target = Path(target)
+            if recorded is not None and target.exists() and target.relative_to(out).as_posix() not in recorded:
+                raise input_error(target, f"exists and was not written by {command}",
+                                  f"choose another {option} folder (nothing of yours is overwritten)")
+    _probe_writable(out if out.is_dir() else existing, out, option)
+    return earlier
+
+
+def make_dirs(out) -> list[Path]:
+    """Create ``out`` with its parents; returns the folders created, deepest first (for :func:`remove_empty_dirs`)."""
+    out = Path(os.path.abspath(out))
+    created = []
+    path = out
+    while not path.exists():
+        created.append(path)
+        path = path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty_dirs(folders: Iterable[Path]) -> None:
+    """Remove folders this run created, deepest first, if they are empty (a failed run leaves no trace)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def write_manifest(out, name: str, content: dict) -> Path:
+    """Write atomically: other processes (DDP ranks) wait for a manifest and read it at once."""
+    path = Path(out) / name
+    tmp = path.with_name(f".{name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def remove_stale(out, earlier: dict | None, keep: Iterable[str]) -> None:
+    """After ``--overwrite``: delete files the earlier run listed in its manifest and this run did not rewrite
+    (so the folder holds one consistent output); files it did not list are the user's and stay."""
+    if not earlier:
+        return
+    out, keep = Path(out), set(keep)
+    for rel in earlier.get("files", []):
+        path = out / rel
+        inside = not Path(rel).is_absolute() and ".." not in Path(rel).parts
+        if rel not in keep and inside and path.is_file():
+            path.unlink()

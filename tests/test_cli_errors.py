@@ -1,0 +1,191 @@
+"""Through the real ``lecl`` command: every wrong option or output folder is one short message naming the option or
+file and the fix (exit 2, no traceback), and nothing the user had is replaced or half-written."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from lecl_transforms.data import REGIMES
+from lecl_transforms.tools.cli import main
+
+SMALL = ["--size", "64", "--n-images", "1"]
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused(capsys, argv, *expected):
+    """Run ``lecl argv``; assert exit 2 with a one-message error naming each of ``expected`` and a fix."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Fix: " in err and "Traceback" not in err, err  # progress bars may precede
+    for text in expected:
+        assert text in err, (text, err)
+    return err
+
+
+@pytest.fixture
+def small_clean(monkeypatch):
+    """``lecl demo`` on 64 px stacks (its preset is 256 px): the folder checks are the same, the test is fast."""
+    monkeypatch.setitem(REGIMES, "clean", replace(REGIMES["clean"], size_yx=64))
+
+
+# -- lecl synth: options, checked before anything is written -----------------------------------------------------
+@pytest.mark.parametrize("args, option, valid", [
+    (["--size", "16"], "--size", "from 32"),
+    (["--size", "0"], "--size", "from 32"),
+    (["--pixel-size", "0"], "--pixel-size", "> 0"),
+    (["--anisotropy", "-1"], "--anisotropy", "> 0"),
+    (["--photons", "0"], "--photons", "> 0"),
+    (["--seed", "-1"], "--seed", ">= 0"),
+    (["--density", "0"], "--density", "(0, "),
+    (["--missed-click-rate", "1"], "--missed-click-rate", "not including) 1"),
+    (["--n-images", "0"], "--n-images", "at least 1"),
+    (["--z-slices", "5", "3"], "--z-slices", "MIN <= MAX"),
+    (["--jitter", "-2"], "--jitter", ">= 0"),
+    (["--haze", "2"], "--haze", "between 0 and 1"),
+])
+def test_synth_refuses_bad_options_before_writing(tmp_path, capsys, args, option, valid):
+    _refused(capsys, ["synth", "--out", str(tmp_path / "d"), *args], option, valid)
+    assert not (tmp_path / "d").exists()
+
+
+def test_synth_stack_without_clicks_is_refused_and_nothing_is_half_written(tmp_path, capsys):
+    out = tmp_path / "d"
+    _refused(capsys, ["synth", "--out", str(out), "--size", "64", "--n-images", "3", "--missed-click-rate", "0.99"],
+             "synth_000", "no clicks", "--missed-click-rate")
+    assert not out.exists()
+    # a failed --overwrite leaves the earlier set exactly as it was
+    assert main(["synth", "--out", str(out), *SMALL]) == 0
+    before = _digest(out)
+    _refused(capsys, ["synth", "--out", str(out), "--overwrite", "--size", "64", "--missed-click-rate", "0.99"],
+             "no clicks")
+    assert _digest(out) == before
+
+
+def test_synth_overwrite_replaces_only_its_own_files(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["synth", "--out", str(out), "--size", "64", "--n-images", "3"]) == 0
+    _refused(capsys, ["synth", "--out", str(out), *SMALL], str(out), "earlier lecl synth output", "--overwrite")
+    (out / "notes.txt").write_text("mine")
+    assert main(["synth", "--out", str(out), *SMALL, "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["synth_000.tif"]  # no stale stacks of the 3
+    (out / "images" / "synth_001.tif").write_bytes(b"my stack")  # where a 2-image set would write
+    _refused(capsys, ["synth", "--out", str(out), "--size", "64", "--n-images", "2", "--overwrite"],
+             "synth_001.tif", "was not written by lecl synth")
+    assert (out / "images" / "synth_001.tif").read_bytes() == b"my stack"
+
+
+# -- the output-folder guard, the same for all three commands ----------------------------------------------------
+def _argv(command, out, synth_dir=None):
+    if command == "synth":
+        return ["synth", "--out", str(out), *SMALL]
+    if command == "prepare":
+        return ["prepare", "--datalist", str(synth_dir / "datalist.json"), "--out", str(out)]
+    return ["demo", "--out", str(out), "--n-images", "1", "--skip-training"]
+
+
+COMMANDS = ["synth", "prepare", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_out_naming_a_file_is_refused(command, tmp_path, capsys, synth_dir, small_clean):
+    target = tmp_path / "results.txt"
+    target.write_text("my notes")
+    _refused(capsys, _argv(command, target, synth_dir), str(target), "is a file, not a folder", "--out")
+    _refused(capsys, _argv(command, target / "sub", synth_dir), str(target), "is a file")
+    assert target.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_foreign_folder_is_refused(command, tmp_path, capsys, synth_dir, small_clean):
+    mine = tmp_path / "mine"
+    (mine / "models" / "stage0").mkdir(parents=True)
+    (mine / "models" / "stage0" / "model.pt").write_bytes(b"my own weights")
+    before = _digest(mine)
+    for extra in ([], ["--overwrite"]):
+        _refused(capsys, _argv(command, mine, synth_dir) + extra, str(mine), "holds files lecl did not write",
+                 "new or empty --out")
+    assert _digest(mine) == before
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unwritable_folder_is_refused(command, tmp_path, capsys, synth_dir, small_clean):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        try:  # root ignores permission bits: then there is nothing to refuse
+            (locked / "probe").touch()
+        except PermissionError:
+            pass
+        else:
+            # as root, run it with: setpriv --bounding-set=-dac_override,-dac_read_search python -m pytest ...
+            pytest.skip("permission bits are not enforced for this user (root)")
+        _refused(capsys, _argv(command, locked, synth_dir), str(locked), "cannot write", "permissions")
+        _refused(capsys, _argv(command, locked / "new", synth_dir), str(locked / "new"), "its parent", "cannot write")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_prepare_never_writes_into_or_above_its_inputs(synth_dir, capsys):
+    before = _digest(synth_dir)
+    for out in (synth_dir, synth_dir / "images", synth_dir.parent):
+        _refused(capsys, _argv("prepare", out, synth_dir), "holds the input", "never writes beside or over your data")
+    assert _digest(synth_dir) == before
+
+
+def test_prepare_refuses_a_negative_seed(synth_dir, tmp_path, capsys):
+    _refused(capsys, _argv("prepare", tmp_path / "o", synth_dir) + ["--seed", "-1"], "--seed", "from 0")
+    assert not (tmp_path / "o").exists()
+
+
+# -- lecl demo -------------------------------------------------------------------------------------------------------
+def test_demo_never_replaces_a_model_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "work"
+    model = out / "models" / "stage0" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"\x00weights I trained myself\xff")
+    _refused(capsys, ["demo", "--out", str(out), "--skip-training"], str(out), "lecl_demo.json", "--out")
+    assert model.read_bytes() == b"\x00weights I trained myself\xff"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "models", "models/stage0", "models/stage0/model.pt"]
+
+
+def test_demo_rerun_needs_overwrite_and_passes_it_to_training(tmp_path, capsys, monkeypatch, small_clean):
+    import monai.bundle
+
+    import lecl_transforms.tools.demo as demo
+
+    calls = []
+    monkeypatch.setattr(monai.bundle, "run", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setattr(demo, "summarise_training", lambda out: None)
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--n-images", "1"]
+    assert main(argv) == 0
+    assert json.loads((out / "lecl_demo.json").read_text())["command"] == "lecl demo"
+    assert "overwrite" not in calls[-1] and calls[-1]["datalist"] == str((out / "data" / "datalist.json").resolve())
+    (out / "models" / "stage0").mkdir(parents=True)
+    (out / "models" / "stage0" / "model.pt").write_bytes(b"earlier demo model")
+    _refused(capsys, argv, str(out), "earlier lecl demo output", "--overwrite")
+    assert (out / "models" / "stage0" / "model.pt").read_bytes() == b"earlier demo model"
+    assert len(calls) == 1
+    assert main(argv + ["--overwrite"]) == 0
+    assert calls[-1]["overwrite"] is True and calls[-1]["datalist"].endswith("datalist.json")
+
+
+def test_errors_through_python_m_print_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lecl_transforms", "synth", "--out", str(tmp_path / "d"),
+                             "--size", "8"], capture_output=True, text=True, env={**os.environ, "LECL_DEBUG": ""})
+    assert result.returncode == 2, result.stderr
+    assert "--size" in result.stderr and "Fix:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "d").exists()
