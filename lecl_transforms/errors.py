@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["LECLInputError", "input_error", "find_input_error"]
+import os
+import sys
+
+__all__ = ["LECLInputError", "input_error", "find_input_error", "report_input_errors_briefly", "DEBUG_ENV"]
+
+#: set this environment variable to 1 to see full tracebacks for input errors
+DEBUG_ENV = "LECL_DEBUG"
 
 
 class LECLInputError(ValueError):
@@ -32,3 +38,23 @@ def find_input_error(exc: BaseException | None) -> LECLInputError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def report_input_errors_briefly() -> None:
+    """Make an uncaught error whose cause is a :class:`LECLInputError` print as its short where/problem/fix message
+    (no traceback; the exit status stays 1); ``LECL_DEBUG=1`` keeps the traceback. Installed by the bundle configs, so
+    ``python -m monai.bundle run ...`` reports input errors as the ``lecl`` command does. Idempotent."""
+    previous = sys.excepthook
+    if getattr(previous, "_lecl_brief", False):
+        return
+
+    def hook(exc_type, exc, tb):
+        cause = find_input_error(exc)
+        if cause is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            previous(exc_type, exc, tb)
+            return
+        sys.stderr.write(f"error: {cause}\n  (set {DEBUG_ENV}=1 to see the traceback)\n")
+        sys.stderr.flush()
+
+    hook._lecl_brief = True
+    sys.excepthook = hook

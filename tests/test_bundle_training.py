@@ -1,6 +1,7 @@
 """The training bundle as users run it: `python -m monai.bundle run training` (quick config, resume, stage 1,
 --tracking mlflow), `torchrun` with the DDP config, and bad config values failing at start."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,8 @@ import sys
 import pytest
 import torch
 from conftest import REPO
+
+from lecl_transforms import load_datalist, read_points
 
 CONFIGS = REPO / "bundle" / "configs"
 QUICK = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}']"
@@ -87,22 +90,77 @@ def test_stage1_starts_from_the_stage0_model_with_all_layers(tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
-def test_tracking_mlflow_flag(tmp_path):
-    result = bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1", "--tracking", "mlflow")
+def small(datalist, *overrides):
+    """Overrides for a one-epoch run on the small conftest stacks (seconds, not minutes)."""
+    return ("--datalist", str(datalist), "--patch_size", "64", "--epochs", "1", "--patches_per_epoch", "8",
+            "--val_interval", "1", *overrides)
+
+
+def test_tracking_mlflow_logs_each_metric_once_per_epoch(tmp_path, synth_dir):
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", "2"), "--tracking", "mlflow")
     assert result.returncode == 0, result.stderr[-3000:]
-    _, runs = mlflow_runs(tmp_path)
-    metrics = set(runs[-1].data.metrics)
-    assert "train_loss" in metrics and "loss_nc_ce" in metrics and "val_click_f1" in metrics
+    client, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert "train_loss" in run.data.metrics and run.data.params["patches_per_epoch"] == "8"
+    for name in ("loss_total", "loss_nc_ce", "val_click_f1", "val_click_recall"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [1, 2], name  # once per epoch, not twice
 
 
-def test_ddp_config_runs_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("word", ["false", "False", "0"])
+def test_command_line_false_means_false(tmp_path, synth_dir, word):
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json"), "--mlflow", word, "--resume", word)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "eval" / "mlruns.db").exists()  # --mlflow false: nothing logged
+    assert (tmp_path / "models" / "stage0" / "model_final.pt").is_file()  # --resume false: a fresh run trained
+
+
+def test_command_line_null_and_bad_words_give_one_short_message(tmp_path, synth_dir):
+    result = bundle_run(tmp_path, "--datalist", "null")
+    assert result.returncode != 0
+    assert "no datalist given" in result.stderr and "--datalist synthetic" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and result.stderr.count("no datalist given") == 1
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--mlflow", "maybe"))
+    assert result.returncode != 0 and "--mlflow true or --mlflow false" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--marker_channel", "3"))
+    assert result.returncode != 0 and "marker_channel=3, but" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "models").exists()
+
+
+def test_training_log_states_the_plan(tmp_path, synth_dir):
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--batch_size", "4", "--samples_per_image", "2",
+                                         "--mlflow", "false"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "4 patches per step (batch_size), 2 steps per epoch = 8 patches drawn from 1 stacks, 1 epochs" in log
+    assert "cached once per stack: LoadImaged, NucleiMarkerChannelsd, LoadPointsd" in log
+    assert "run on every draw (2 patch(es) each): RandSpatialCropSamplesd" in log
+
+
+def test_ddp_config_runs_two_cpu_processes_and_validates_each_stack_once(tmp_path):
+    from dataclasses import replace
+
+    from lecl_transforms.data import REGIMES, write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, n_images=5, seed=3, cfg=replace(REGIMES["clean"], size_yx=96))
+    entries = [{"image": f"images/synth_{i:03d}.tif", "points": f"points/synth_{i:03d}.csv"} for i in range(5)]
+    datalist = data / "ddp.json"
+    datalist.write_text(json.dumps({"training": entries[:2], "validation": entries[2:]}))  # 3 stacks, 2 processes
     config = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561")
-    result = bundle_run(tmp_path, "--epochs", "2", "--val_interval", "2", config=config, launcher=launcher)
+    root = tmp_path / "bundle"
+    result = bundle_run(root, *small(datalist, "--epochs", "2", "--val_interval", "2"), config=config,
+                        launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "models" / "stage0" / "model_final.pt").is_file()
+    assert (root / "models" / "stage0" / "model_final.pt").is_file()
     log = result.stdout + result.stderr
     assert log.count("Epoch[2] Metrics -- val_click") == 1  # metrics reported once, by rank 0
+    # no padding by repeats: every validation click is counted exactly once over the two processes
+    clicks = sum(len(read_points(data / e["points"])[1]) for e in entries[2:])
+    assert f"val_clicks: {clicks}.0000" in log
 
 
 @pytest.mark.parametrize("override,message", [

@@ -4,13 +4,12 @@ import pytest
 import torch
 
 from lecl_transforms import LECLInputError
-from lecl_transforms.data import datalist_entries
 from lecl_transforms.engines import (
-
     PrepareTrainBatch,
     check_training_config,
-
+    check_training_data,
     latest_checkpoint,
+    training_entries,
 )
 from lecl_transforms.metrics import ClickMetric
 from lecl_transforms.networks import HoVerNetSCL
@@ -33,12 +32,12 @@ def test_click_metric_hand_computed():
               "point_labels": torch.tensor([[1, 2, 2, 2]])}
     pred = _prediction([(4, 4), (4, 14), (14, 4)], [1, 1, 2])
     values = {}
-    for kind in ("f1", "recall", "accuracy"):
+    for kind in ("f1", "recall", "accuracy", "clicks"):
         metric = ClickMetric(kind)
         metric.reset()
         metric.update((pred, clicks))
         values[kind] = metric.compute()
-    assert values["recall"] == pytest.approx(3 / 4)
+    assert values["recall"] == pytest.approx(3 / 4) and values["clicks"] == 4
     assert values["accuracy"] == pytest.approx(2 / 3)
     f1_neg = 2 * 1 / (2 * 1 + 1 + 0)  # TP A, FP B
     f1_pos = 2 * 1 / (2 * 1 + 0 + 2)  # TP C, FN B and D
@@ -54,24 +53,40 @@ def test_prepare_train_batch():
 
 def test_config_checks_fail_early_with_clear_messages(synth_dir):
     net = HoVerNetSCL(width=0.125)
-    entry = datalist_entries(str(synth_dir / "datalist.json"), "training", "unused")[0]
+    entries = training_entries(str(synth_dir / "datalist.json"), "training", "unused")
     with pytest.raises(LECLInputError, match="config: patch_size"):
-        check_training_config(net, 250, entry)
+        check_training_config(net, 250)
     with pytest.raises(LECLInputError, match="marker_channel=3, but .* has 2 channels"):
-        check_training_config(net, 128, entry, 0, 3)
+        check_training_data(entries, [], 0, 3)
     with pytest.raises(LECLInputError, match="batch_size"):
-        check_training_config(net, 128, entry, batch_size=0)
-    check_training_config(net, 128, entry, 0, 1, batch_size=2)
+        check_training_config(net, 128, batch_size=0)
+    check_training_config(net, 128, batch_size=2, samples_per_image=2)
+    assert check_training_data(entries, [], 0, 1).shapes_yx == [(96, 96)] * len(entries)
     with pytest.raises(LECLInputError, match="datalist not found"):
-        datalist_entries("/nonexistent/datalist.json", "training", "unused")
+        training_entries("/nonexistent/datalist.json", "training", "unused")
     with pytest.raises(LECLInputError, match="no training checkpoint to resume from"):
         latest_checkpoint(str(synth_dir))
     assert latest_checkpoint(str(synth_dir), required=False) == ""
 
 
-def test_built_in_data_is_generated_once(tmp_path):
-    entries = datalist_entries(None, "training", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
+def test_every_bad_stack_is_named_in_one_message(synth_dir, tmp_path):
+    entries = training_entries(str(synth_dir / "datalist.json"), "training", "unused")
+    broken = [{"image": str(tmp_path / f"missing{i}.tif"), "points": entries[0]["points"]} for i in range(2)]
+    with pytest.raises(LECLInputError) as error:
+        check_training_data(entries + broken, [], 0, 1)
+    assert "2 training/validation files" in str(error.value)
+    assert "missing0.tif" in str(error.value) and "missing1.tif" in str(error.value)
+
+
+def test_built_in_data_is_generated_once_and_said(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    entries = training_entries("synthetic", "training", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
     assert len(entries) == 1 and entries[0]["image"].endswith("synth_000.tif")
+    assert "built-in synthetic data (3 stacks of 64 x 64 px" in caplog.text
     stamp = (tmp_path / "syn" / "images" / "synth_000.tif").stat().st_mtime_ns
-    datalist_entries(None, "validation", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
+    training_entries("synthetic", "validation", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
     assert (tmp_path / "syn" / "images" / "synth_000.tif").stat().st_mtime_ns == stamp
+    with pytest.raises(LECLInputError, match="no datalist given"):
+        training_entries(None, "training", str(tmp_path / "syn"))

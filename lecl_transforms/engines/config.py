@@ -1,4 +1,5 @@
-"""Config helpers of the training bundle: the bundle folder, checkpoints, early checks, run parameters."""
+"""Config helpers of the training bundle: command-line values as users mean them, the bundle folder, checkpoints
+that are never replaced by accident, early checks and run parameters."""
 
 from __future__ import annotations
 
@@ -13,19 +14,47 @@ import torch
 from ..errors import input_error
 
 __all__ = [
+    "flag",
+    "optional",
     "default_bundle_root",
     "latest_checkpoint",
+    "guard_checkpoints",
     "check_training_config",
     "run_parameters",
 ]
 
+# MONAI's command line passes lower-case words through as text ("--resume false" is the string 'false', which is
+# truthy) and "null" as the string 'null': every boolean and optional key of the configs goes through these two.
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", ""}
+_NULL = {"null", "none", "~", ""}
 
-# -- paths and data ----------------------------------------------------------------------------------------------------
+
+def flag(value: Any, name: str) -> bool:
+    """A boolean config value as the user meant it: ``True``/``False``, ``1``/``0`` and the words ``true``,
+    ``false``, ``yes``, ``no``, ``on``, ``off`` in any case; anything else is refused with a clear message."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise input_error(f"config: {name}", f"got {value!r}, which is not a yes/no value",
+                      f"give --{name} true or --{name} false")
+
+
+def optional(value: Any) -> Any:
+    """``None`` for ``null``/``None``/``none`` given as text on the command line; any other value unchanged."""
+    if isinstance(value, str) and value.strip().lower() in _NULL:
+        return None
+    return value
+
+
 def default_bundle_root() -> str:
     """The bundle folder: the working directory when it is one (zoo style), ``./bundle`` when run from this
     repository's root, else the ``bundle`` folder next to the installed package."""
     cwd = Path.cwd()
-    for candidate in (cwd, cwd / "bundle", Path(__file__).resolve().parents[1] / "bundle"):
+    for candidate in (cwd, cwd / "bundle", Path(__file__).resolve().parents[2] / "bundle"):
         if (candidate / "configs" / "metadata.json").is_file():
             return str(candidate)
     return str(cwd)
@@ -43,34 +72,42 @@ def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str:
     return found[-1]
 
 
-def check_training_config(network, patch_size, datalist_first_entry: Mapping | None = None,
-                          nuclei_channel: int = 0, marker_channel: int = 1, loss=None,
-                          batch_size: int | None = None) -> None:
+def guard_checkpoints(ckpt_dir: str, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over the models of an earlier one: its ``model.pt`` (best model),
+    ``model_final.pt`` and checkpoints would be replaced. ``resume`` continues that run; ``overwrite`` replaces it."""
+    if resume or overwrite:
+        return
+    earlier = sorted(Path(ckpt_dir).glob("*.pt")) if os.path.isdir(ckpt_dir) else []
+    if earlier:
+        names = ", ".join(p.name for p in earlier[:4]) + (" ..." if len(earlier) > 4 else "")
+        raise input_error(ckpt_dir, f"holds the models of an earlier training run ({names})",
+                          "pass --resume true to continue that run, --overwrite true to replace its models, or "
+                          "another --bundle_root for a new run")
+
+
+def check_training_config(network, patch_size, batch_size: int | None = None,
+                          samples_per_image: int | None = None) -> None:
     """Fail at start, with a clear message, on config values that would otherwise break mid-run."""
     try:
         network.check_input_size(patch_size)
     except ValueError as e:
         raise input_error("config: patch_size", str(e), "set patch_size to a multiple of 8, e.g. 128 or 256") from None
     if batch_size is not None and int(batch_size) < 1:
-        raise input_error("config: batch_size", f"got {batch_size}", "use a batch size of at least 1")
-    if datalist_first_entry is not None:
-        from ..data.reader import IFStackReader
-
-        reader = IFStackReader(check_values=False, require_spacing=False, min_channels=1)
-        n_channels = reader.get_data(reader.read(datalist_first_entry["image"]))[0].shape[0]
-        for name, idx in (("nuclei_channel", nuclei_channel), ("marker_channel", marker_channel)):
-            if not 0 <= int(idx) < n_channels:
-                raise input_error(f"config: {name}", f"{name}={idx}, but {datalist_first_entry['image']} has "
-                                  f"{n_channels} channels (0..{n_channels - 1})",
-                                  f"set {name} to a channel index between 0 and {n_channels - 1}")
+        raise input_error("config: batch_size", f"got {batch_size}", "use a batch size of at least 1 (patches per step)")
+    if samples_per_image is not None:
+        k = int(samples_per_image)
+        if k < 1 or int(batch_size or k) % k:
+            raise input_error("config: samples_per_image", f"got {samples_per_image} with batch_size {batch_size}: "
+                              "each step takes batch_size patches, cut samples_per_image at a time from a stack",
+                              "use a samples_per_image that divides batch_size (1 always works)")
 
 
-def to_plain(value: Any) -> Any:
+def _to_plain(value: Any) -> Any:
     """Config values as plain Python for logging as MLflow parameters."""
     if isinstance(value, Mapping):
-        return {k: to_plain(v) for k, v in value.items()}
+        return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
+        return [_to_plain(v) for v in value]
     if isinstance(value, torch.device):
         return str(value)
     return value
@@ -80,7 +117,7 @@ def run_parameters(**params) -> dict[str, str]:
     """MLflow-ready (flat, string) parameters from named config values."""
     flat: dict[str, str] = {}
     for key, value in params.items():
-        value = to_plain(value)
+        value = _to_plain(value)
         if isinstance(value, Mapping):
             flat.update({f"{key}.{k}": str(v) for k, v in value.items()})
         else:
