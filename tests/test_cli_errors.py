@@ -189,3 +189,48 @@ def test_errors_through_python_m_print_no_traceback(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "--size" in result.stderr and "Fix:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+# -- lecl prepare: what is almost certainly wrong stops, unless explicitly allowed --------------------------------
+def _one_stack(synth_dir):
+    from lecl_transforms import load_datalist
+
+    entry = load_datalist(synth_dir / "datalist.json", "training")[0]
+    return ["--image", entry["image"], "--points", entry["points"]]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--nuclei-channel", "1", "--marker-channel", "0"], "swapped"),
+    (["--nuclei-channel", "-1", "--marker-channel", "1"], "both select channel 1"),
+    (["--spacing", "9", "0.5", "0.5"], "--override-spacing"),
+])
+def test_prepare_stops_on_suspicious_input(synth_dir, tmp_path, capsys, args, expected):
+    out = tmp_path / "out"
+    _refused(capsys, ["prepare", *_one_stack(synth_dir), "--out", str(out), *args], expected)
+    assert not list(out.glob("*_emip.tif"))  # nothing prepared from it
+
+
+def test_prepare_explicit_overrides_let_it_through(synth_dir, tmp_path):
+    out = tmp_path / "swapped"
+    assert main(["prepare", *_one_stack(synth_dir), "--out", str(out), "--nuclei-channel", "1",
+                 "--marker-channel", "0", "--allow-suspicious-input"]) == 0
+    out = tmp_path / "spacing"
+    assert main(["prepare", *_one_stack(synth_dir), "--out", str(out), "--spacing", "9", "0.5", "0.5",
+                 "--override-spacing"]) == 0
+    entry = json.loads((out / "prepared.json").read_text())["training"][0]
+    assert entry["spacing"] == [9.0, 0.5, 0.5]  # what was really used is recorded
+
+
+def test_prepare_reads_a_bom_datalist_and_names_a_truncated_stack(synth_dir, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    datalist = data / "datalist.json"
+    datalist.write_bytes(b"\xef\xbb\xbf" + datalist.read_bytes())  # saved by an editor that writes a BOM
+    stack = data / "images" / "synth_001.tif"
+    stack.write_bytes(stack.read_bytes()[: stack.stat().st_size * 6 // 10])  # a copy cut short
+    assert main(["prepare", "--datalist", str(datalist), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "synth_001.tif" in err and "truncated" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "synth_000_emip.tif").is_file()  # the good stacks are still prepared

@@ -13,6 +13,7 @@ from monai.config import PathLike
 from ..errors import input_error
 
 __all__ = [
+    "read_datalist_json",
     "load_datalist",
     "datalist_sections",
 ]
@@ -33,8 +34,10 @@ def _decode_text(raw: bytes, path, kind: str, fix: str) -> str:
     raise input_error(path, f"the {kind} is neither UTF-8 nor Windows (cp1252) text", fix)
 
 
-def _read_json(path: Path):
-    """Decoded content of a datalist JSON; every problem as a message naming the file."""
+def read_datalist_json(path) -> object:
+    """Decoded content of a datalist JSON (UTF-8 with or without BOM, or cp1252); every problem as a message naming
+    the file."""
+    path = Path(path)
     if not path.is_file():
         raise input_error(path, "datalist not found", "give the path of the datalist JSON (lecl synth writes one)")
     text = _decode_text(path.read_bytes(), path, "datalist", "save the datalist as UTF-8 text")
@@ -54,7 +57,7 @@ def _sections_of(content) -> list[str]:
 
 def datalist_sections(path: PathLike) -> list[str]:
     """The sections (``training``, ``validation``, ...) a datalist JSON holds."""
-    return _sections_of(_read_json(Path(path)))
+    return _sections_of(read_datalist_json(Path(path)))
 
 
 def _join(base: Path, value: str) -> str:
@@ -74,7 +77,7 @@ def load_datalist(
     MONAI's ``load_decathlon_datalist`` does), so notes stay as written.
     """
     path = Path(path)
-    content = _read_json(path)
+    content = read_datalist_json(path)
     if not isinstance(content, dict) or section not in content:
         have = _sections_of(content)
         raise input_error(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from monai.transforms import Compose
 
-from ..data.datalist import load_datalist
+from ..data.datalist import load_datalist, read_datalist_json
 from ..errors import LECLInputError, find_input_error, input_error
 from ..transforms.compose import pseudo_label_transforms
 from ..transforms.functional import percentile_range, slice_ranges
@@ -231,7 +231,7 @@ def entries_from_args(datalist: str | None, image: str | None, points: str | Non
     if datalist:
         if image or points:
             raise input_error("lecl prepare", "both --datalist and --image/--points given", "use one or the other")
-        content = json.loads(Path(datalist).read_text()) if Path(datalist).is_file() else {}
+        content = read_datalist_json(datalist) if Path(datalist).is_file() else {}
         found = {}
         for section in sections:
             items = content.get(section) if isinstance(content, dict) else None
