@@ -103,13 +103,9 @@ def _nuclei_rows(d: dict) -> list[list[int]]:
             for j in range(len(points))]
 
 
-def prepare_one(image: str, points: str, out_dir, pipeline: Compose, stem: str | None = None) -> dict[str, Path]:
-    """Run the pipeline on one stack and write its outputs into ``out_dir``; returns the written paths."""
-    return _prepare(image, points, out_dir, pipeline, stem)[0]
-
-
-def _prepare(image, points, out_dir, pipeline: Compose, stem: str | None = None) -> tuple[dict[str, Path], dict]:
-    """:func:`prepare_one`, also returning the spacing the stack was read with (``spacing``, ``spacing_source``)."""
+def prepare_one(image, points, out_dir, pipeline: Compose, stem: str | None = None) -> tuple[dict[str, Path], dict]:
+    """Run the pipeline on one stack and write its outputs into ``out_dir``; returns the written paths and the
+    spacing the stack was read with (``spacing``, ``spacing_source``)."""
     d = pipeline({"image": str(image), "points": str(points)})  # runs fully before anything of this stack is written
     paths = output_paths(out_dir, stem or stem_of(image))
     meta = getattr(d["image"], "meta", {})
@@ -182,7 +178,7 @@ def prepare_datalist(entries: dict[str, list[dict]], out_dir, *, nuclei_channel:
     failures: list[tuple[str, LECLInputError]] = []
     for section, e in iterator:
         try:
-            paths, info = _prepare(e["image"], e["points"], out_dir, pipeline)
+            paths, info = prepare_one(e["image"], e["points"], out_dir, pipeline)
         except Exception as exc:  # noqa: BLE001 - a bad stack is reported with the others; a bug still raises
             cause = find_input_error(exc)
             if cause is None:
