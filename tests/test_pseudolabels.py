@@ -274,7 +274,7 @@ def test_scikit_image_morphology_equals_the_old_kernels():
 
 
 def test_one_percentile_normalisation_serves_every_caller():
-    from lecl_transforms.tools.visualize import to_uint8
+    from lecl_transforms.visualize import to_uint8
 
     rng = np.random.default_rng(1)
     img = rng.gamma(2.0, 300.0, (2, 3, 16, 16)).astype(np.float32)

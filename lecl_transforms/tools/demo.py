@@ -65,7 +65,7 @@ def summarise_dataset(datalist: Path) -> None:
 
     from ..data.synthetic_dataset import MANIFEST_NAME as SYNTH_MANIFEST
     from .outputs import read_manifest, write_manifest
-    from .visualize import composite_rgb, draw_points, save_png
+    from ..visualize import composite_rgb, draw_points, save_png
 
     content = json.loads(datalist.read_text())
     root = datalist.parent

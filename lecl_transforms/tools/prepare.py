@@ -18,7 +18,7 @@ from ..errors import LECLInputError, find_input_error, input_error
 from ..transforms.compose import pseudo_label_transforms
 from ..transforms.functional import percentile_range, slice_ranges
 from ..transforms.rules import resolve_rules
-from .visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
+from ..visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
 
 __all__ = ["prepare_one", "prepare_datalist", "output_paths", "stem_of", "cell_marker_scores",
            "MANIFEST_NAME", "OUTPUT_SUFFIXES"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..transforms.functional import label_edges, normalize_percentiles
+from .transforms.functional import label_edges, normalize_percentiles
 
 __all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "side_by_side", "save_png", "CLASS_COLOURS"]
 
