@@ -2,7 +2,8 @@
 trained from point annotations (pseudo-labels, EMIP, HoVer-Net targets, synthetic data).
 
 Subpackages follow MONAI's own lines: ``data`` (reader, points, datalists, synthetic generator), ``transforms``
-(array + dictionary twins; kernels in ``transforms.functional``), ``networks``, ``losses``, ``engines``, ``metrics``
+(array + dictionary twins; kernels in ``transforms.functional``), ``networks``, ``losses``, ``inferers``, ``engines``,
+``metrics``
 and ``tools`` (the ``lecl`` command line and ``lecl prepare``).
 """
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SPACING = (2.0, 0.5, 0.5)  # dz, dy, dx in um
+CONFIGS = REPO / "bundle" / "configs"
+QUICK = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}']"
+
+
+def bundle_run(bundle_root, *overrides, config=QUICK, launcher=(sys.executable,), timeout=600):
+    cmd = [*launcher, "-m", "monai.bundle", "run", "training", "--config_file", config,
+           "--bundle_root", str(bundle_root), *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
 def make_czyx(shape=(2, 5, 16, 20), seed=0) -> np.ndarray:
@@ -74,3 +86,13 @@ def synth_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "data"
     write_dataset(out, n_images=3, seed=7, cfg=replace(REGIMES["clean"], size_yx=96))
     return out
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """The quick config as shipped: trains for real on the built-in synthetic data (once per session; the
+    inference tests use its model)."""
+    root = tmp_path_factory.mktemp("bundle")
+    result = bundle_run(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result

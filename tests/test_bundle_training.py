@@ -8,19 +8,9 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import CONFIGS, bundle_run
 
-from lecl_transforms import load_datalist, read_points
-
-CONFIGS = REPO / "bundle" / "configs"
-QUICK = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}']"
-
-
-def bundle_run(bundle_root, *overrides, config=QUICK, launcher=(sys.executable,), timeout=600):
-    cmd = [*launcher, "-m", "monai.bundle", "run", "training", "--config_file", config,
-           "--bundle_root", str(bundle_root), *overrides]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+from lecl_transforms import read_points
 
 
 def mlflow_runs(bundle_root):
@@ -32,22 +22,16 @@ def mlflow_runs(bundle_root):
     return client, runs
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """The quick config as shipped: trains for real on the built-in synthetic data."""
-    root = tmp_path_factory.mktemp("bundle")
-    result = bundle_run(root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root, result
-
-
 def test_quick_config_trains_and_leaves_checkpoints(quick_run):
     root, _ = quick_run
     stage0 = root / "models" / "stage0"
     assert (stage0 / "model.pt").is_file() and (stage0 / "model_final.pt").is_file()
     assert list(stage0.glob("checkpoint_epoch=*.pt"))
     best = torch.load(stage0 / "model.pt", map_location="cpu", weights_only=True)
-    assert any(k.startswith("type_prediction.") for k in best)
+    assert any(k.startswith("type_prediction.") for k in best["model"])
+    # the model describes itself: inference needs no width, patch size or composite restated
+    assert best["lecl_model"]["width"] == 0.125 and best["lecl_model"]["patch_size"] == 128
+    assert best["lecl_model"]["proj_dim"] == 32 and best["lecl_model"]["composite"]["percentiles"] == [0.5, 99.8]
 
 
 def test_quick_run_is_in_mlflow_with_per_term_losses_and_validation(quick_run):

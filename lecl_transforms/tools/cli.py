@@ -1,4 +1,4 @@
-"""The ``lecl`` command: ``lecl synth``, ``lecl prepare``, ``lecl demo``."""
+"""The ``lecl`` command: ``lecl synth``, ``lecl prepare``, ``lecl predict``, ``lecl demo``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import find_input_error
 from .demo import cmd_demo, summarise_dataset
+from .predict import add_predict_parser
 
 __all__ = ["main"]
 
@@ -92,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axes", help="axis order of plain TIFFs without metadata, e.g. ZCYX")
     p.add_argument("--rules", default="robust", choices=["robust", "paper"],
                    help="robust (default) or paper: Algorithm 1 taken literally")
-    p.add_argument("--emip-channels", default="both", choices=["both", "marker"],
-                   help="both (paper) or marker: EMIP of the marker, plain MIP of nuclei (published code)")
+    p.add_argument("--emip-channels", default="both", choices=["both", "marker", "none"],
+                   help="both (paper), marker: EMIP of the marker, plain MIP of nuclei (published code), or none: "
+                   "plain MIP (baseline)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed")
     p.add_argument("--override-spacing", action="store_true",
                    help="use --spacing for every stack, even where the file states another spacing")
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warn about suspicious inputs (e.g. channels that look swapped) instead of refusing them")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier lecl prepare")
     p.set_defaults(func=cmd_prepare)
+    add_predict_parser(sub)
     p = sub.add_parser("demo", help="run the built-in demo on synthetic data")
     p.add_argument("--out", default="demo", help="output folder: new, empty or an earlier demo (default ./demo)")
     p.add_argument("--n-images", type=int, default=6, help="synthetic stacks (default 6)")

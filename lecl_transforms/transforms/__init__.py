@@ -24,6 +24,9 @@ from .emip import (
     VoronoiCells,
     VoronoiCellsd,
 )
+from .hovernet_post import HoVerNetPostProcess, HoVerNetPostProcessd
+from .io import SavePredictions, SavePredictionsd
+from .link_slices import LinkSlices, LinkSlicesd
 from .rules import RULES, PseudoLabelRules, resolve_rules
 from .targets import HoVerNetTargets, HoVerNetTargetsd, ThreeRegionLabel, ThreeRegionLabeld
 from .utils import IGNORE
@@ -35,4 +38,5 @@ __all__ = [
     "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd", "pseudo_label_transforms",
     "PseudoLabelRules", "RULES", "resolve_rules", "IGNORE", "ClickPlacementCheck", "ClickPlacementCheckd",
     "SliceSetCheck", "SliceSetCheckd", "check_channel_indices", "check_distinct_channels",
+    "HoVerNetPostProcess", "HoVerNetPostProcessd", "LinkSlices", "LinkSlicesd", "SavePredictions", "SavePredictionsd",
 ]

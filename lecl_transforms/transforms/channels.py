@@ -105,7 +105,11 @@ class ChannelComposite(Transform):
         return percentile_range(x, self.percentiles, axis=1).astype(np.float32)
 
     def __call__(self, img, reference=None):
-        lo_hi = self.scale(img if reference is None else reference)
+        return self.apply(img, self.scale(img if reference is None else reference))
+
+    def apply(self, img, lo_hi: np.ndarray):
+        """The composite of ``img`` ``(2, ...)`` with a scale ``(2, 2)`` computed once (e.g. from a stack's MIP, then
+        applied to batches of its slices)."""
         x = img if isinstance(img, torch.Tensor) else np.asarray(img, dtype=np.float32)
         lo, hi = lo_hi[:, 0], np.maximum(lo_hi[:, 1] - lo_hi[:, 0], 1e-6)
         shape = (-1,) + (1,) * (x.ndim - 1)

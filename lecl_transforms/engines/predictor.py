@@ -1,0 +1,207 @@
+"""Inference over many stacks (method step 4): read -> per-slice HoVer-Net -> 3D nuclei -> files, one stack at a
+time, sharded over processes under ``torchrun``. The bundle's ``inference.json`` and ``lecl predict`` both run this.
+
+A stack that cannot be read or processed is reported by name and the run goes on with the others; the run ends with
+one error listing the failed stacks (non-zero exit), after the summary of those that worked is written."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..errors import LECLInputError, find_input_error, input_error
+from ..data.prediction_writer import PRED_FILE_SUFFIXES
+from .config import optional
+
+__all__ = ["inference_entries", "StackPredictor", "PREDICT_MANIFEST", "SUMMARY_NAME", "IMAGE_SUFFIXES"]
+
+PREDICT_MANIFEST = "lecl_predict.json"
+SUMMARY_NAME = "predict_summary.json"
+IMAGE_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
+logger = logging.getLogger(__name__)
+
+
+def inference_entries(datalist=None, section: str = "test", image=None, input_dir=None) -> list[dict]:
+    """The stacks to predict, ``[{"image": path}, ...]``, from exactly one of: a datalist section, one image, or
+    every TIFF/NIfTI in a folder (sorted by name)."""
+    from ..data.datalist import load_datalist
+
+    datalist, image, input_dir = optional(datalist), optional(image), optional(input_dir)
+    given = [name for name, v in (("datalist", datalist), ("image", image), ("input_dir", input_dir)) if v]
+    if len(given) != 1:
+        problem = "nothing to predict" if not given else f"{' and '.join(given)} given together"
+        raise input_error("config: datalist / image / input_dir", problem,
+                          "give exactly one: --image STACK, --datalist DL (with --section, default test) or "
+                          "--input_dir FOLDER")
+    if image:
+        if not Path(image).is_file():
+            raise input_error(f"image {image}", "file not found", "check the path of the stack")
+        return [{"image": os.path.abspath(image)}]
+    if input_dir:
+        folder = Path(input_dir)
+        if not folder.is_dir():
+            raise input_error(f"input_dir {input_dir}", "is not a folder", "give the folder that holds the stacks")
+        found = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        if not found:
+            raise input_error(f"input_dir {input_dir}", f"holds no stack ({', '.join(IMAGE_SUFFIXES)})",
+                              "give the folder of your TIFF/NIfTI stacks")
+        return [{"image": str(p.resolve())} for p in found]
+    return [{"image": e["image"]} for e in load_datalist(datalist, str(section), required=("image",),
+                                                          file_fields=("image",))]
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if _rank_world()[1] > 1:
+        torch.distributed.barrier()
+
+
+class StackPredictor:
+    """Predict every stack of ``data`` and write its outputs into ``output_dir``.
+
+    Args:
+        data: ``[{"image": path}, ...]`` (:func:`inference_entries`).
+        preprocessing: ``Compose`` from ``{"image": path}`` to ``image`` ``(2, Z, Y, X)`` (nuclei, marker) and
+            ``mip`` ``(2, Y, X)``.
+        network: the trained network (eval mode, on its device).
+        inferer: the per-slice inferer (``SliceHoVerNetInferer``); its dict output is merged into the data.
+        postprocessing: ``Compose`` from that to the written files (3D integration, then ``SavePredictionsd``),
+            leaving ``nuclei`` (the 3D table) and ``pred_files`` in the data.
+        output_dir: where everything goes; new, empty, or an earlier ``lecl predict`` output with ``overwrite``.
+        sampler: a ``DistributedSampler`` over ``data`` under ``torchrun`` (each process predicts its share;
+            process 0 writes the run summary), else ``None``.
+        model_info: recorded in the summary (checkpoint path and description).
+    """
+
+    def __init__(self, data: Sequence[dict], preprocessing, network, inferer, postprocessing, output_dir,
+                 sampler=None, overwrite: bool = False, progress: bool = True, model_info: dict | None = None,
+                 parameters: dict | None = None):
+        self.data, self.preprocessing, self.network = list(data), preprocessing, network
+        self.inferer, self.postprocessing = inferer, postprocessing
+        self.output_dir, self.sampler = Path(output_dir), sampler
+        self.overwrite, self.progress = bool(overwrite), bool(progress)
+        self.model_info, self.parameters = model_info or {}, parameters or {}
+
+    # -- the output folder ----------------------------------------------------------------------------------------
+    def _stems(self) -> list[str]:
+        from ..tools.prepare import stem_of
+
+        stems: dict[str, str] = {}
+        for e in self.data:
+            stem = stem_of(e["image"])
+            if stem in stems:
+                raise input_error(e["image"], f"has the same name '{stem}' as {stems[stem]}",
+                                  "give every stack a distinct file name (outputs are named after it)")
+            stems[stem] = e["image"]
+        return list(stems)
+
+    def _targets(self, stems: Sequence[str]) -> list[Path]:
+        return [self.output_dir / f"{s}{suffix}" for s in stems for suffix in PRED_FILE_SUFFIXES.values()] + \
+            [self.output_dir / SUMMARY_NAME]
+
+    def check(self) -> dict | None:
+        """Refuse an output folder that holds the inputs or files not written by ``lecl predict`` (writes nothing)."""
+        from ..tools.outputs import check_out_dir
+
+        return check_out_dir(self.output_dir, command="lecl predict", manifest=PREDICT_MANIFEST,
+                             overwrite=self.overwrite, inputs=[e["image"] for e in self.data],
+                             targets=self._targets(self._stems()), option="output_dir (--out)")
+
+    # -- running --------------------------------------------------------------------------------------------------
+    def predict_one(self, entry: dict) -> dict:
+        """One stack: returns its summary row (files written, nuclei, positives, seconds)."""
+        start = time.perf_counter()
+        d = self.preprocessing({"image": entry["image"]})
+        d.update(self.inferer(d["image"], self.network))
+        d = self.postprocessing(d)
+        table = d["nuclei"].table()
+        labels = table["label"]
+        return {"image": str(entry["image"]), "slices": int(d["image"].shape[1]),
+                "nuclei": int(len(labels)), "positive": int((labels == 2).sum()),
+                "negative": int((labels == 1).sum()), "seconds": round(time.perf_counter() - start, 3),
+                "timing": {k: round(float(v), 3) for k, v in d.get("timing", {}).items()},
+                "files": {k: Path(v).name for k, v in d["pred_files"].items()}}
+
+    def run(self) -> dict:
+        from ..tools.outputs import make_dirs, remove_stale, write_manifest
+        from ..data.prediction_writer import write_run_summary
+
+        rank, world = _rank_world()
+        earlier = self.check()
+        _barrier()  # every process checked before the first one writes the manifest
+        if rank == 0:
+            make_dirs(self.output_dir)
+            planned = sorted({p.name for p in self._targets(self._stems())} | set((earlier or {}).get("files", [])))
+            write_manifest(self.output_dir, PREDICT_MANIFEST, {"command": "lecl predict", "complete": False,
+                                                               "files": planned})
+        _barrier()
+        indices = list(self.sampler) if self.sampler is not None else range(len(self.data))
+        mine = [self.data[i] for i in indices]
+        iterator = mine
+        if self.progress and rank == 0:
+            from tqdm import tqdm
+
+            iterator = tqdm(mine, desc="lecl predict", unit="stack")
+        rows, failures = [], []
+        start = time.perf_counter()
+        for entry in iterator:
+            try:
+                rows.append(self.predict_one(entry))
+            except Exception as exc:  # noqa: BLE001 - one bad stack must not lose the others' results
+                if os.environ.get("LECL_DEBUG"):
+                    raise
+                cause = find_input_error(exc)
+                message = str(cause) if cause is not None else \
+                    f"{entry['image']}: unexpected {type(exc).__name__}: {exc} (LECL_DEBUG=1 shows the traceback)"
+                logger.error(f"lecl predict: {message}")
+                failures.append({"image": str(entry["image"]), "error": message})
+        rows, failures = _gather(rows), _gather(failures)
+        summary = self._summary(rows, failures, time.perf_counter() - start, world)
+        if rank == 0:
+            written = [f for r in rows for f in r["files"].values()] + [SUMMARY_NAME]
+            write_run_summary(self.output_dir, summary, SUMMARY_NAME)
+            remove_stale(self.output_dir, earlier, written)
+            write_manifest(self.output_dir, PREDICT_MANIFEST, {"command": "lecl predict", "complete": True,
+                                                               "files": sorted(written)})
+            logger.info(f"lecl predict: {summary['nuclei']} nuclei ({summary['positive']} positive) in "
+                        f"{len(rows)} stack(s) -> {self.output_dir}")
+        if failures:
+            raise _failure_error(failures, len(self.data), self.output_dir / SUMMARY_NAME)
+        return summary
+
+    def _summary(self, rows: list[dict], failures: list[dict], seconds: float, world: int) -> dict:
+        rows = sorted(rows, key=lambda r: r["image"])
+        device = next(self.network.parameters()).device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+        return {"stacks": len(rows), "failed": len(failures), "nuclei": sum(r["nuclei"] for r in rows),
+                "positive": sum(r["positive"] for r in rows), "negative": sum(r["negative"] for r in rows),
+                "seconds": round(seconds, 3), "processes": world, "device": f"{device} ({name})",
+                "model": self.model_info, "parameters": self.parameters, "per_stack": rows, "failures": failures}
+
+
+def _gather(items: list) -> list:
+    """Every process's items, on every process (a list of plain Python objects)."""
+    if _rank_world()[1] == 1:
+        return items
+    gathered: list = [None] * _rank_world()[1]
+    torch.distributed.all_gather_object(gathered, items)
+    return [x for part in gathered for x in part]
+
+
+def _failure_error(failures: list[dict], n: int, summary: Path) -> LECLInputError:
+    listed = "".join(f"\n  - {f['error']}" for f in failures)
+    done = f"the other {n - len(failures)} stack(s) are predicted; {summary} lists them" if n > len(failures) \
+        else f"no stack was predicted ({summary})"
+    return input_error("lecl predict", f"{len(failures)} of {n} stack(s) failed:{listed}\n  {done}",
+                       "fix the listed stacks and predict them again (into a new --out, or with --overwrite)")

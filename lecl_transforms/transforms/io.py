@@ -1,0 +1,96 @@
+"""Writing inference results as MONAI transforms (MONAI keeps ``SaveImaged`` in ``transforms/io`` too).
+
+:class:`SavePredictionsd` is the last step of the inference post-processing: it writes the per-stack files of
+:func:`~lecl_transforms.data.prediction_writer.write_predictions` (CSV table, instance and class TIFFs, QC picture,
+QuPath GeoJSON) and records their paths under ``d["pred_files"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.config import PathLike
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
+
+from ..data.prediction_writer import write_predictions
+from ..data.reader import source_of
+from ..errors import input_error
+from .utils import as_numpy
+
+__all__ = ["SavePredictions", "SavePredictionsd"]
+
+
+class SavePredictions(Transform):
+    """Write one stack's prediction files into ``output_dir``; returns their paths (keys ``csv``, ``instances``,
+    ``classes``, ``qc``, ``geojson``).
+
+    ``labels`` ``(Z, Y, X)`` (or ``(1, Z, Y, X)``) nucleus ids 1..M; ``table`` the per-nucleus columns (``id``, ``z``,
+    ``y``, ``x``, ``label``, ``score``, ``z_start``, ``z_stop``, ``area_px``); ``mip`` ``(2, Y, X)`` nuclei/marker
+    projection; ``spacing`` ``(dz, dy, dx)`` um or None; ``stem`` the output file stem.
+    """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __init__(self, output_dir: PathLike):
+        self.output_dir = Path(output_dir)
+
+    def __call__(self, labels, table: Mapping, mip, spacing: Sequence[float] | None, stem: str,
+                 centre_slices=None) -> dict[str, Path]:
+        return write_predictions(self.output_dir, stem, labels, table, spacing, mip, centre_slices=centre_slices)
+
+
+class SavePredictionsd(MapTransform):
+    """Dictionary twin of :class:`SavePredictions`.
+
+    Reads ``d[nuclei_key]`` (an object with ``.table()`` -> the per-nucleus columns and ``.labels`` ``(Z, Y, X)``, e.g.
+    :class:`~lecl_transforms.transforms.functional.link_slices.Nuclei3D`; ``d[labels_key]`` is used instead of
+    ``.labels`` when present), ``d[mip_key]`` ``(2, Y, X)`` (the max projection of ``d[image_key]`` ``(2, Z, Y, X)``
+    when absent), and from ``d[image_key].meta``: the stem of ``filename_or_obj`` and the voxel ``spacing``
+    ``(dz, dy, dx)`` (``spacing_zyx`` of a 2D image; unknown spacing is written as pixels). Stores the written paths
+    under ``d["pred_files"]``.
+    """
+
+    backend = SavePredictions.backend
+
+    def __init__(self, output_dir: PathLike, labels_key: str = "labels3d", nuclei_key: str = "nuclei",
+                 mip_key: str = "mip", image_key: str = "image"):
+        super().__init__(keys=nuclei_key)
+        self.labels_key, self.nuclei_key, self.mip_key, self.image_key = labels_key, nuclei_key, mip_key, image_key
+        self.writer = SavePredictions(output_dir)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.writer.output_dir
+
+    def _stem_and_spacing(self, d: Mapping) -> tuple[str, tuple[float, float, float] | None]:
+        from ..tools.prepare import stem_of  # lazily: tools imports the transforms
+
+        image = d.get(self.image_key)
+        meta = getattr(image, "meta", None) or {}
+        source = meta.get("filename_or_obj")
+        if not source:
+            raise input_error(f"SavePredictionsd: d['{self.image_key}']", "carries no file name (filename_or_obj)",
+                              "load the stack with LoadImaged(reader=IFStackReader()) so its outputs can be named")
+        spacing = meta.get("spacing_zyx") if meta.get("spacing_zyx") is not None else meta.get("spacing")
+        if spacing is not None:
+            spacing = tuple(float(v) for v in as_numpy(spacing).ravel())
+            if len(spacing) != 3:
+                raise input_error(source_of(image), f"spacing {spacing} in the metadata is not (dz, dy, dx)",
+                                  "load the stack with IFStackReader, which records (dz, dy, dx) in um")
+        return stem_of(source), spacing
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        nuclei = d[self.nuclei_key]
+        stem, spacing = self._stem_and_spacing(d)
+        labels = d[self.labels_key] if self.labels_key in d else nuclei.labels
+        if self.mip_key in d:
+            mip = d[self.mip_key]
+        else:  # the plain projection of the (2, Z, Y, X) stack
+            mip = as_numpy(d[self.image_key]).max(axis=1)
+        d["pred_files"] = self.writer(as_numpy(labels), nuclei.table(), as_numpy(mip, np.float32), spacing, stem)
+        return d
