@@ -92,6 +92,23 @@ def test_tracking_mlflow_logs_each_metric_once_per_epoch(tmp_path, synth_dir):
         assert [m.step for m in history] == [1, 2], name  # once per epoch, not twice
 
 
+def test_validation_through_the_inference_path_can_be_the_key_metric(tmp_path, synth_dir):
+    """Validation scores the held-out stacks as `lecl predict` + `lecl evaluate` would (per slice, linked in 3D,
+    matched to the clicks), beside the click metric, and the best model is chosen by it when asked."""
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", "2"), "--val_inference_metrics",
+                        "true", "--val_key_metric", "val_stack_nc_f1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(tmp_path)
+    metrics = runs[-1].data.metrics
+    for name in ("val_stack_nc_f1", "val_stack_np_f1", "val_stack_macro_f1", "val_click_f1"):
+        assert 0.0 <= metrics[name] <= 1.0, name
+    assert "val_stack_nc_f1 best value" in result.stderr + result.stdout
+    assert (tmp_path / "models" / "stage0" / "model.pt").is_file()
+    bad = bundle_run(tmp_path / "b", *small(synth_dir / "datalist.json"), "--val_key_metric", "val_stack_nc_f1",
+                     "--val_inference_metrics", "false")
+    assert bad.returncode != 0 and "val_inference_metrics true" in bad.stderr
+
+
 @pytest.mark.parametrize("word", ["false", "False", "0"])
 def test_command_line_false_means_false(tmp_path, synth_dir, word):
     result = bundle_run(tmp_path, *small(synth_dir / "datalist.json"), "--mlflow", word, "--resume", word)
@@ -174,7 +191,8 @@ def test_bad_config_values_fail_at_start(tmp_path, override, message):
 
 
 def test_lecl_demo_runs_end_to_end(tmp_path):
-    """README's first command: lecl demo (shortened: 2 epochs)."""
+    """README's first command, the whole job: synth -> prepare -> train -> predict -> evaluate (shortened: 2 epochs).
+    What it prints is what metrics.json holds, and every output is where it says."""
     result = subprocess.run([sys.executable, "-m", "lecl_transforms", "demo", "--out", str(tmp_path / "demo"),
                              "--epochs", "2"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -183,3 +201,13 @@ def test_lecl_demo_runs_end_to_end(tmp_path):
     assert (demo / "data" / "preview.png").is_file() and list((demo / "prepared").glob("*_qc.png"))
     assert (demo / "models" / "stage0" / "model.pt").is_file() and (demo / "eval" / "mlruns.db").is_file()
     assert "validation click F1" in result.stdout and "mlflow ui" in result.stdout
+    test_stems = [os.path.basename(e["image"])[:-4] for e in json.loads((demo / "data" / "datalist.json").read_text())["test"]]
+    for stem in test_stems:
+        assert (demo / "predictions" / f"{stem}_pred.csv").is_file()
+    pooled = json.loads((demo / "predictions" / "metrics.json").read_text())["pooled"]
+    assert f"detection F1 {pooled['np_f1']:.3f}" in result.stdout
+    assert f"marker-positive F1 {pooled['nc_f1']:.3f}" in result.stdout
+    assert "lecl predict --input-dir" in result.stdout  # what to do next with one's own data
+    # the evaluation is logged beside the training, in the same MLflow store
+    _, runs = mlflow_runs(demo)
+    assert any(r.info.run_name.startswith("evaluate-") and "np_f1" in r.data.metrics for r in runs)

@@ -33,8 +33,9 @@ def _refused(capsys, argv, *expected):
 
 @pytest.fixture
 def small_clean(monkeypatch):
-    """``lecl demo`` on 64 px stacks (its preset is 256 px): the folder checks are the same, the test is fast."""
-    monkeypatch.setitem(REGIMES, "clean", replace(REGIMES["clean"], size_yx=64))
+    """``lecl demo`` on 64 px stacks (its presets are 256 px): the folder checks are the same, the test is fast."""
+    for regime in ("clean", "dense"):
+        monkeypatch.setitem(REGIMES, regime, replace(REGIMES[regime], size_yx=64))
 
 
 # -- lecl synth: options, checked before anything is written -----------------------------------------------------
@@ -165,22 +166,29 @@ def test_demo_rerun_needs_overwrite_and_passes_it_to_training(tmp_path, capsys, 
     import monai.bundle
 
     import lecl_transforms.tools.demo as demo
+    import lecl_transforms.tools.evaluate as evaluate
 
     calls = []
-    monkeypatch.setattr(monai.bundle, "run", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setattr(monai.bundle, "run", lambda run_id, **kw: calls.append((run_id, kw)))
     monkeypatch.setattr(demo, "summarise_training", lambda out: None)
+    monkeypatch.setattr(demo, "summarise_demo", lambda out, report: None)
+    monkeypatch.setattr(evaluate, "run_evaluate", lambda *a, **kw: {})
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--n-images", "1"]
+    argv = ["demo", "--out", str(out), "--n-images", "3"]
     assert main(argv) == 0
     assert json.loads((out / "lecl_demo.json").read_text())["command"] == "lecl demo"
-    assert "overwrite" not in calls[-1] and calls[-1]["datalist"] == str((out / "data" / "datalist.json").resolve())
+    (training, kw), (inference, kw_inf) = calls
+    assert (training, inference) == ("training", "inference")
+    assert "overwrite" not in kw and kw["datalist"] == str((out / "data" / "datalist.json").resolve())
+    assert kw_inf["overwrite"] is False and kw_inf["section"] == "test"
+    assert kw_inf["checkpoint"] == str((out / "models" / "stage0" / "model.pt").resolve())
     (out / "models" / "stage0").mkdir(parents=True)
     (out / "models" / "stage0" / "model.pt").write_bytes(b"earlier demo model")
     _refused(capsys, argv, str(out), "earlier lecl demo output", "--overwrite")
     assert (out / "models" / "stage0" / "model.pt").read_bytes() == b"earlier demo model"
-    assert len(calls) == 1
+    assert len(calls) == 2
     assert main(argv + ["--overwrite"]) == 0
-    assert calls[-1]["overwrite"] is True and calls[-1]["datalist"].endswith("datalist.json")
+    assert calls[-2][1]["overwrite"] is True and calls[-1][1]["overwrite"] is True
 
 
 def test_errors_through_python_m_print_no_traceback(tmp_path):

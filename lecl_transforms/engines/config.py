@@ -16,6 +16,7 @@ from ..errors import input_error
 __all__ = [
     "flag",
     "optional",
+    "check_choice",
     "default_bundle_root",
     "latest_checkpoint",
     "guard_checkpoints",
@@ -47,6 +48,13 @@ def optional(value: Any) -> Any:
     """``None`` for ``null``/``None``/``none`` given as text on the command line; any other value unchanged."""
     if isinstance(value, str) and value.strip().lower() in _NULL:
         return None
+    return value
+
+
+def check_choice(value: Any, choices, name: str) -> Any:
+    """``value`` if it is one of ``choices``, else an error naming the config key and the choices."""
+    if value not in list(choices):
+        raise input_error(f"config: {name}", f"got {value!r}", f"use one of {list(choices)}")
     return value
 
 

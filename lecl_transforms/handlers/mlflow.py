@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from ignite.engine import Engine
 from monai.handlers import MLFlowHandler
 
-__all__ = ["unique_run_name", "attached_mlflow_handlers", "attach_mlflow", "run_marking_failed"]
+__all__ = ["unique_run_name", "attached_mlflow_handlers", "attach_mlflow", "run_marking_failed", "log_evaluation"]
 
 
 def unique_run_name(stage: int, run_name: str | None = None) -> str:
@@ -69,3 +69,32 @@ def run_marking_failed(trainer: Engine, handlers: Sequence[MLFlowHandler] = ()):
                 handler.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
                 handler.cur_run = None
         raise
+
+
+def log_evaluation(report: Mapping, files: Sequence = (), tracking_uri: str | None = None,
+                   experiment_name: str = "lecl", run_name: str | None = None) -> str:
+    """Log an evaluation (``lecl evaluate`` / ``evaluate.json``) as its own MLflow run in the training's store: the
+    pooled scores as metrics (NaN ones left out), the settings as parameters, ``files`` (metrics.json/.md) as
+    artifacts. Returns the run id."""
+    import math
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    name = run_name or f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run = client.create_run(experiment_id, run_name=name)
+    try:
+        for key, value in report.get("pooled", {}).items():
+            if isinstance(value, (int, float)) and not math.isnan(float(value)):
+                client.log_metric(run.info.run_id, key, float(value))
+        for key, value in report.get("settings", {}).items():
+            client.log_param(run.info.run_id, key, str(value))
+        for path in files:
+            client.log_artifact(run.info.run_id, str(path))
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -1,5 +1,20 @@
-"""Metrics: the click-based validation metric."""
+"""Metrics: the click-based validation metric, detection / classification scores of predicted 3D nuclei against
+points (method step 5), and the same scores during training validation through the inference path."""
 
 from .click import ClickMetric
+from .detection import (
+    SCORE_NAMES,
+    NucleusCounts,
+    counts_from_matches,
+    evaluate_predictions,
+    evaluate_stack,
+    match_nuclei,
+    read_prediction_csv,
+    scores,
+    write_metrics,
+)
+from .stack import DEFAULT_POSTPROCESS, StackMetric, StackValidator
 
-__all__ = ["ClickMetric"]
+__all__ = ["ClickMetric", "SCORE_NAMES", "NucleusCounts", "counts_from_matches", "evaluate_predictions",
+           "evaluate_stack", "match_nuclei", "read_prediction_csv", "scores", "write_metrics", "StackValidator",
+           "StackMetric", "DEFAULT_POSTPROCESS"]

@@ -1,4 +1,4 @@
-"""The ``lecl`` command: ``lecl synth``, ``lecl prepare``, ``lecl predict``, ``lecl demo``."""
+"""The ``lecl`` command: ``lecl synth``, ``lecl prepare``, ``lecl predict``, ``lecl evaluate``, ``lecl demo``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import find_input_error
 from .demo import cmd_demo, summarise_dataset
+from .evaluate import add_evaluate_parser
 from .predict import add_predict_parser
 
 __all__ = ["main"]
@@ -104,9 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier lecl prepare")
     p.set_defaults(func=cmd_prepare)
     add_predict_parser(sub)
-    p = sub.add_parser("demo", help="run the built-in demo on synthetic data")
+    add_evaluate_parser(sub)
+    p = sub.add_parser("demo", help="the whole job on built-in synthetic data: synth, prepare, train, predict, "
+                       "evaluate")
     p.add_argument("--out", default="demo", help="output folder: new, empty or an earlier demo (default ./demo)")
-    p.add_argument("--n-images", type=int, default=6, help="synthetic stacks (default 6)")
+    p.add_argument("--n-images", type=int, default=6, help="synthetic stacks (default 6: 4 training, 1 validation, "
+                   "1 test)")
+    p.add_argument("--regime", default="dense", help="synthetic regime: dense (default: dense, hazy, 4.5x "
+                   "anisotropic, decoys) or clean")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="training epochs (default: the quick config's)")
     p.add_argument("--skip-training", action="store_true", help="stop after the QC pictures")

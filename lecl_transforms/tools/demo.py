@@ -1,4 +1,5 @@
-"""``lecl demo``: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> quick LECL training, all under ``--out``;
+"""``lecl demo``: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> quick LECL training -> inference on the
+held-out stacks -> evaluation, all under ``--out``;
 and the summaries ``lecl synth`` and ``lecl demo`` print."""
 
 from __future__ import annotations
@@ -11,22 +12,30 @@ import numpy as np
 
 from ..errors import input_error
 
-__all__ = ["cmd_demo", "summarise_dataset", "summarise_training", "MANIFEST_NAME"]
+__all__ = ["cmd_demo", "summarise_dataset", "summarise_training", "summarise_demo", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "lecl_demo.json"
 
 
 def cmd_demo(args) -> int:
-    """The built-in end-to-end run (the bundle's ``train.json`` + ``quick.json`` through MONAI's bundle runner).
-    Writes nothing unless ``--out`` is new, empty, or an earlier demo and ``--overwrite`` is given."""
+    """The built-in end-to-end run: synthetic stacks -> pseudo-labels -> quick training (the bundle's ``train.json`` +
+    ``quick.json``) -> inference on the held-out test stacks (``inference.json``) -> evaluation (``evaluate.json``),
+    all through MONAI's bundle runner. Writes nothing unless ``--out`` is new, empty, or an earlier demo and
+    ``--overwrite`` is given."""
     from ..data.synthetic import REGIMES
     from ..data.synthetic_dataset import check_synth_options, write_dataset
     from ..engines.config import default_bundle_root
+    from .evaluate import run_evaluate
     from .outputs import check_out_dir, make_dirs, write_manifest
+    from .predict import run_predict
     from .prepare import check_seed, entries_from_args, prepare_datalist
 
-    check_synth_options(REGIMES["clean"], args.n_images, args.seed)
+    if args.regime not in REGIMES:
+        raise input_error("--regime", f"unknown regime '{args.regime}'", f"choose one of {sorted(REGIMES)}")
+    check_synth_options(REGIMES[args.regime], args.n_images, args.seed)
     check_seed(args.seed)  # the k-means seed of step 2: refused now rather than after step 1 wrote the data
+    if args.n_images < 3 and not args.skip_training:
+        raise input_error("--n-images", f"got {args.n_images}", "give at least 3 stacks (training, validation, test)")
     if args.epochs is not None and args.epochs < 1:
         raise input_error("--epochs", f"got {args.epochs}", "give at least 1 epoch, or leave --epochs out")
     out = Path(args.out)
@@ -34,19 +43,21 @@ def cmd_demo(args) -> int:
     make_dirs(out)
     # first: from here on the folder is recognisably a demo, so an interrupted run can be replaced with --overwrite
     write_manifest(out, MANIFEST_NAME, {"command": "lecl demo", "n_images": args.n_images, "seed": args.seed,
-                                        "epochs": args.epochs, "skip_training": args.skip_training})
-    data, prepared = out / "data", out / "prepared"
-    print(f"[1/3] synthetic stacks with ground truth -> {data}")
-    datalist = write_dataset(data, args.n_images, args.seed, REGIMES["clean"], overwrite=args.overwrite,
-                             progress=True, regime="clean")
+                                        "regime": args.regime, "epochs": args.epochs,
+                                        "skip_training": args.skip_training})
+    data, prepared, predictions = out / "data", out / "prepared", out / "predictions"
+    steps = 2 if args.skip_training else 5
+    print(f"[1/{steps}] synthetic stacks with ground truth ({args.regime} regime) -> {data}")
+    datalist = write_dataset(data, args.n_images, args.seed, REGIMES[args.regime], overwrite=args.overwrite,
+                             progress=True, regime=args.regime)
     summarise_dataset(datalist)
-    print(f"[2/3] pseudo-labels, EMIP and QC pictures -> {prepared}")
+    print(f"[2/{steps}] pseudo-labels, EMIP and QC pictures -> {prepared}")
     prepare_datalist(entries_from_args(str(datalist), None, None), prepared, overwrite=args.overwrite, seed=args.seed)
     print(f"  QC pictures: {prepared}/*_qc.png (left EMIP, right plain MIP; orange rings: false overlaps removed)")
     if args.skip_training:
         return 0
     configs = Path(default_bundle_root()) / "configs"
-    print(f"[3/3] LECL training, quick CPU config ({configs / 'quick.json'}) -> {out / 'models'}")
+    print(f"[3/{steps}] LECL training, quick CPU config ({configs / 'quick.json'}) -> {out / 'models'}")
     from monai.bundle import run
 
     extra = {"epochs": args.epochs, "val_interval": max(1, args.epochs // 6)} if args.epochs else {}
@@ -56,7 +67,31 @@ def cmd_demo(args) -> int:
         meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
         bundle_root=str(out.resolve()), datalist=str(datalist.resolve()), seed=args.seed, **extra)
     summarise_training(out)
+    model = out / "models" / "stage0" / "model.pt"
+    print(f"[4/{steps}] nuclei of the held-out test stacks, in 3D -> {predictions}")
+    run_predict(predictions, datalist=str(datalist.resolve()), section="test", checkpoint=model,
+                overwrite=args.overwrite, progress=False)
+    print(f"[5/{steps}] evaluation against the test stacks' clicks")
+    report = run_evaluate(predictions, datalist, "test", bundle_root=str(out.resolve()))
+    summarise_demo(out, report)
     return 0
+
+
+def summarise_demo(out: Path, report: dict) -> None:
+    pooled = report["pooled"]
+    predictions = out / "predictions"
+    print(f"done: detection F1 {pooled['np_f1']:.3f} (precision {pooled['np_precision']:.3f}, recall "
+          f"{pooled['np_recall']:.3f}); marker-positive F1 {pooled['nc_f1']:.3f}; "
+          f"{pooled['n_pred_positive']} positives predicted, {pooled['n_true_positive']} true")
+    print(f"  predictions: {predictions}/*_pred.csv, *_instances.tif, *_classes.tif (napari, Fiji), *_pred.geojson "
+          "(QuPath), *_pred_qc.png")
+    print(f"  metrics:     {predictions / 'metrics.md'} and metrics.json")
+    print(f"  QC pictures: {out / 'prepared'}/*_qc.png;  MLflow: mlflow ui --backend-store-uri "
+          f"sqlite:///{(out / 'eval' / 'mlruns.db').resolve()}")
+    print("next, with your own stacks and clicks (datalist format: bundle/docs/README.md):")
+    print("  lecl prepare --datalist my_datalist.json --out my_prepared   # check the pseudo-labels' QC pictures")
+    print("  python -m monai.bundle run training --config_file bundle/configs/train.json --datalist my_datalist.json")
+    print("  lecl predict --input-dir my_stacks --model bundle/models/stage0/model.pt --out my_predictions")
 
 
 def summarise_dataset(datalist: Path) -> None:

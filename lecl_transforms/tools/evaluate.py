@@ -1,0 +1,52 @@
+"""``lecl evaluate``: the bundle's ``evaluate.json`` run from the shell (the same code path, not a copy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["add_evaluate_parser", "cmd_evaluate", "run_evaluate"]
+
+
+def add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="precision / recall / F1 of detection and classification against clicks")
+    p.add_argument("--pred", required=True, help="folder written by lecl predict")
+    p.add_argument("--truth", required=True, help="datalist JSON whose entries have the true points")
+    p.add_argument("--section", default="test", help="datalist section (default test)")
+    p.add_argument("--radius-um", type=float, default=3.0,
+                   help="largest centroid-to-click distance of a match, micrometres (default 3)")
+    p.add_argument("--z-tolerance", type=int, default=1,
+                   help="a click matches only within the nucleus' slices +- this many (default 1)")
+    p.add_argument("--out", help="where metrics.json and metrics.md go (default: --pred)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation to MLflow")
+    p.add_argument("--tracking-uri", help="MLflow store (default: the bundle's eval/mlruns.db)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_tolerance: int = 1, out=None,
+                 mlflow: bool = True, tracking_uri: str | None = None, bundle_root: str | None = None) -> dict:
+    """``evaluate.json`` through MONAI's bundle runner; returns the report (``metrics.json``'s content)."""
+    import json
+
+    from monai.bundle import run
+
+    from ..engines.config import default_bundle_root
+
+    configs = Path(default_bundle_root()) / "configs"
+    overrides = {"pred_dir": str(Path(pred).resolve()), "datalist": str(Path(truth).resolve()), "section": section,
+                 "radius_um": radius_um, "z_tolerance": z_tolerance, "mlflow": mlflow}
+    out = Path(out or pred).resolve()
+    overrides["output_dir"] = str(out)
+    if tracking_uri:
+        overrides["tracking_uri"] = tracking_uri
+    if bundle_root:
+        overrides["bundle_root"] = str(bundle_root)
+    run("evaluate", config_file=str(configs / "evaluate.json"), meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"), **overrides)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def cmd_evaluate(args) -> int:
+    run_evaluate(args.pred, args.truth, args.section, args.radius_um, args.z_tolerance, args.out,
+                 mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri)
+    print(f"metrics: {Path(args.out or args.pred) / 'metrics.json'} and metrics.md")
+    return 0
