@@ -10,6 +10,7 @@ from monai.engines import SupervisedTrainer
 
 __all__ = [
     "TARGET_KEYS",
+    "CompiledOrEager",
     "PrepareTrainBatch",
     "PrepareValBatch",
     "LECLTrainer",
@@ -26,12 +27,14 @@ class PrepareTrainBatch:
     """``(image, {np, hv, nc, ignore})`` on the device from a collated batch with ``image_key`` and
     ``{target_prefix}np`` etc. (as ``HoVerNetTargetsd`` writes them)."""
 
-    def __init__(self, image_key: str = "emip", target_prefix: str = "target_"):
-        self.image_key, self.target_prefix = image_key, target_prefix
+    def __init__(self, image_key: str = "emip", target_prefix: str = "target_", channels_last: bool = False):
+        self.image_key, self.target_prefix, self.channels_last = image_key, target_prefix, bool(channels_last)
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         move = lambda t: torch.as_tensor(t).to(device=device, non_blocking=non_blocking).float()  # noqa: E731
         image = move(batchdata[self.image_key])
+        if self.channels_last:  # the layout cuDNN's fastest convolution kernels (and bf16 tensor cores) want
+            image = image.contiguous(memory_format=torch.channels_last)
         return image, {k: move(batchdata[f"{self.target_prefix}{k}"]) for k in TARGET_KEYS}
 
 
@@ -45,6 +48,41 @@ class PrepareValBatch:
         image = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking).float()
         label = {k: torch.as_tensor(batchdata[k]) for k in ("points", "point_labels", "label") if k in batchdata}
         return image, label
+
+
+# -- torch.compile with a clean fallback -----------------------------------------------------------------------------------
+class CompiledOrEager(torch.nn.Module):
+    """``network`` run through ``torch.compile`` when ``compile`` is on; if compiling fails (no compiler, an
+    unsupported op, an old GPU) the first call says why in the log and every call runs the eager network instead.
+
+    The network itself stays the module that checkpoints save and load (this wrapper only holds a reference), so
+    checkpoints are the same with and without compiling."""
+
+    def __init__(self, network: torch.nn.Module, compile: bool = False, **compile_kwargs):
+        super().__init__()
+        self.network = network
+        self.compiled = None
+        if compile:
+            try:
+                self.compiled = torch.compile(network, **compile_kwargs)
+            except Exception as e:  # noqa: BLE001 - any failure means: run eager
+                _fallback_message(e)
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - compile errors surface at the first call
+                self.compiled = None
+                _fallback_message(e)
+        return self.network(*args, **kwargs)
+
+
+def _fallback_message(error: Exception) -> None:
+    import logging
+
+    logging.getLogger(__name__).warning(f"torch.compile is not available here ({type(error).__name__}: "
+                                        f"{str(error).splitlines()[0] if str(error) else ''}); training runs eager")
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------------
@@ -71,7 +109,8 @@ def loss_term_metrics(loss, prefix: str = "loss_") -> dict[str, Metric]:
 def _term_reader(name: str):
     def read(output):
         output = output[0] if isinstance(output, list) else output  # decollated: every item holds the batch's terms
-        return float(output["loss_terms"].get(name, 0.0))
+        value = output["loss_terms"].get(name)
+        return torch.zeros(()) if value is None else value  # a device tensor: ignite's Average sums on the device
 
     return read
 

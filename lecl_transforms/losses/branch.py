@@ -17,16 +17,17 @@ __all__ = [
 ]
 
 
-IGNORE_INDEX = -100
-
-
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor,
                          class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy over labelled pixels only: ignore pixels give neither loss nor gradient (Eq. 1 CE term)."""
-    labels = target[:, 0].long().masked_fill(ignore[:, 0] > 0, IGNORE_INDEX)
-    if not (labels != IGNORE_INDEX).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, weight=class_weights, ignore_index=IGNORE_INDEX)
+    """Cross-entropy over labelled pixels only: ignore pixels give neither loss nor gradient (Eq. 1 CE term).
+
+    Equals ``F.cross_entropy(weight=class_weights, ignore_index=...)`` (the class-weighted mean), and 0 when no pixel
+    is labelled; computed as a ratio of sums, so no host synchronisation decides the case."""
+    labelled = ignore[:, 0] <= 0
+    labels = target[:, 0].long().masked_fill(~labelled, 0)
+    per_pixel = F.cross_entropy(logits.float(), labels, weight=class_weights, reduction="none")
+    weight = labelled.float() if class_weights is None else class_weights.to(per_pixel)[labels] * labelled
+    return (per_pixel * labelled).sum() / weight.sum().clamp_min(1e-12)
 
 
 _DICE = MaskedDiceLoss(to_onehot_y=False, softmax=False, smooth_nr=1e-3, smooth_dr=1e-3, batch=True)
@@ -47,12 +48,10 @@ def masked_dice(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tens
 
 def entropy_on(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Mean Shannon entropy of the softmax over ``region`` pixels (entropy minimisation on the unlabelled region)."""
-    mask = region[:, 0] > 0
-    if not mask.any():
-        return logits.sum() * 0.0
+    mask = (region[:, 0] > 0).float()
     log_p = F.log_softmax(logits.float(), dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1)
-    return entropy[mask].mean()
+    return (entropy * mask).sum() / mask.sum().clamp_min(1.0)  # 0 without region pixels, no host sync
 
 
 def hv_mse(pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:

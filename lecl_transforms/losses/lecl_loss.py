@@ -57,7 +57,7 @@ class LECLLoss(nn.Module):
         self.epoch = 1
         self.memory = PixelContrastMemory(num_classes, proj_dim, memory_size, pixels_per_class, max_samples,
                                           max_views, temperature, base_temperature)
-        self.last_terms: dict[str, float] = {}
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     def active_terms(self) -> list[str]:
         return [t for t in TERMS if self.weights.get(t, 0) != 0]
@@ -106,6 +106,7 @@ class LECLLoss(nn.Module):
         if "embedding" in pred and "scl_pixel" not in terms and "scl_region" not in terms:
             # the head is idle (warm-up, or contrast off): a zero term keeps DDP from stalling on unused parameters
             total = total + 0.0 * pred["embedding"].sum()
-        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
-        self.last_terms["total"] = float(total.detach()) if isinstance(total, torch.Tensor) else float(total)
+        # detached tensors, read at the logging interval / epoch end: a float() here would sync with the GPU every step
+        self.last_terms = {k: v.detach() for k, v in terms.items()}
+        self.last_terms["total"] = total.detach() if isinstance(total, torch.Tensor) else torch.as_tensor(total)
         return total
