@@ -53,6 +53,8 @@ def synth(out: Path, seed: int, n_images: int, size: int) -> Path:
 
     from lecl_transforms.data import REGIMES, write_dataset
 
+    if (out / "datalist.json").is_file():
+        return out / "datalist.json"
     return write_dataset(out, n_images, seed, replace(REGIMES["dense"], size_yx=size), regime="dense")
 
 
@@ -71,13 +73,21 @@ def run_row(work: Path, datalist: Path, row: str, keys: dict, seed: int) -> dict
     from lecl_transforms.tools.predict import run_predict
 
     root = work / row.replace(" ", "_").replace("(", "").replace(")", "") / f"seed{seed}"
+    done = root / "result.json"
+    if done.is_file():  # a rerun into the same --out continues where an interrupted one stopped
+        return json.loads(done.read_text())
     start = time.perf_counter()
-    model = train(root, datalist, keys, seed)
+    model = root / "models" / "stage0" / "model_final.pt"
+    if not model.is_file():
+        train(root, datalist, keys, seed)
     trained = time.perf_counter()
-    run_predict(root / "predictions", datalist=str(datalist), section="test", checkpoint=model, progress=False)
+    run_predict(root / "predictions", datalist=str(datalist), section="test", checkpoint=model, progress=False,
+                overwrite=True)
     report = run_evaluate(root / "predictions", datalist, "test", mlflow=False)
-    return {"row": row, "seed": seed, **{k: report["pooled"][k] for k in METRICS},
-            "train_s": round(trained - start, 1), "total_s": round(time.perf_counter() - start, 1)}
+    result = {"row": row, "seed": seed, **{k: report["pooled"][k] for k in METRICS},
+              "train_s": round(trained - start, 1), "total_s": round(time.perf_counter() - start, 1)}
+    done.write_text(json.dumps(result) + "\n")
+    return result
 
 
 def table(results: list[dict], preset: str, settings: dict, wall: float) -> str:
