@@ -12,7 +12,7 @@ from conftest import make_czyx, write_imagej_zcyx
 from scipy.optimize import linear_sum_assignment
 
 from lecl_transforms.errors import LECLInputError
-from lecl_transforms.metrics.detection import (
+from lecl_transforms.metrics import (
     SCORE_NAMES,
     NucleusCounts,
     counts_from_matches,

@@ -34,7 +34,7 @@ import torch
 from ignite.metrics import Metric
 
 from ..errors import input_error
-from .detection import SCORE_NAMES, NucleusCounts, _check_settings, counts_from_matches, match_nuclei, scores
+from .detection import SCORE_NAMES, NucleusCounts, check_settings, counts_from_matches, match_nuclei, scores
 
 __all__ = ["StackValidator", "StackMetric", "DEFAULT_POSTPROCESS"]
 
@@ -106,7 +106,7 @@ class StackValidator:
             if missing:
                 raise input_error(f"StackValidator data entry {i}", f"has no {' / '.join(missing)}",
                                   "give the validation entries with an 'image' stack and its 'points' clicks")
-        _check_settings((1.0, 1.0, 1.0), radius_um, z_tolerance)
+        check_settings((1.0, 1.0, 1.0), radius_um, z_tolerance)
         self.network = network
         self.spacing, self.axes, self.override_spacing = spacing, axes, bool(override_spacing)
         self.channels = NucleiMarkerChannels(nuclei_channel, marker_channel, allow_suspicious_input)

@@ -1,0 +1,285 @@
+"""Evaluating a ``lecl predict`` folder against a datalist's clicks (method step 5): reading the prediction CSVs,
+the stacks' spacing, per-stack and pooled scores, and ``metrics.json`` / ``metrics.md``. The matching and the
+scores themselves are in :mod:`.detection`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.config import PathLike
+
+from ..errors import input_error
+from .detection import SCORE_NAMES, NucleusCounts, check_settings, counts_from_matches, match_nuclei, scores
+
+__all__ = ["read_prediction_csv", "evaluate_stack", "evaluate_predictions", "write_metrics"]
+
+
+# -- files ------------------------------------------------------------------------------------------------------------
+def read_prediction_csv(path: PathLike) -> dict[str, np.ndarray]:
+    """A ``STEM_pred.csv`` as arrays: ``zyx`` ``(P, 3)`` float64, ``z_range`` ``(P, 2)`` float64 (``z_start``,
+    ``z_stop``), ``label`` ``(P,)`` int64 in {1, 2}. Needs the columns ``z, y, x, label``; without ``z_start`` /
+    ``z_stop`` (a plain points CSV) each nucleus spans its centroid's nearest slice. A header without rows is a stack
+    with no nucleus found."""
+    from ..data.datalist import _decode_text
+    from ..data.points import POINT_LABELS
+
+    path = Path(path)
+    text = _decode_text(path.read_bytes(), path, "prediction CSV", "save the CSV as UTF-8")
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    except csv.Error as e:
+        raise input_error(path, f"not a CSV text file ({e})",
+                          "give the STEM_pred.csv that lecl predict wrote") from None
+    if not rows:
+        raise input_error(path, "empty file (not even a header)",
+                          "run lecl predict again: it writes a header even for a stack without nuclei")
+    header = [c.strip().lower() for c in rows[0]]
+    missing = [c for c in ("z", "y", "x", "label") if c not in header]
+    if missing:
+        raise input_error(path, f"header {rows[0]} lacks column(s) {missing}",
+                          "give the STEM_pred.csv that lecl predict wrote (header id,z,y,x,label,...,z_start,z_stop)")
+    has_range = "z_start" in header and "z_stop" in header
+    names = ["z", "y", "x", *(["z_start", "z_stop"] if has_range else [])]
+    width = len(header)
+    body = [(r + [""] * (width - len(r)))[:width] for r in rows[1:]]
+    table = np.asarray(body, dtype=object).reshape(-1, width)
+    try:
+        numbers = table[:, [header.index(n) for n in names]].astype(np.float64)
+    except ValueError:
+        line = next(i + 2 for i, r in enumerate(body) if not _all_numbers([r[header.index(n)] for n in names]))
+        raise input_error(f"{path}, line {line}", f"{names} are not all numbers",
+                          "write numeric voxel coordinates (lecl predict's own CSV always has them)") from None
+    if not np.all(np.isfinite(numbers)):
+        line = int(np.flatnonzero(~np.isfinite(numbers).all(axis=1))[0]) + 2
+        raise input_error(f"{path}, line {line}", "a coordinate is NaN or infinite", "write finite voxel coordinates")
+    words, inverse = np.unique(np.char.lower(np.char.strip(table[:, header.index("label")].astype(str))),
+                               return_inverse=True)
+    codes = np.asarray([POINT_LABELS.get(w.removesuffix(".0"), 0) for w in words], dtype=np.int64)
+    labels = codes[inverse.ravel()] if len(table) else np.zeros(0, np.int64)
+    if np.any(labels == 0):
+        line = int(np.flatnonzero(labels == 0)[0]) + 2
+        raise input_error(f"{path}, line {line}", f"unknown label '{table[line - 2, header.index('label')]}'",
+                          "use 1 (negative) or 2 (positive)")
+    zyx = numbers[:, :3]
+    z_range = numbers[:, 3:5] if has_range else np.repeat(np.rint(zyx[:, :1]), 2, axis=1)
+    return {"zyx": zyx, "z_range": z_range, "label": labels}
+
+
+def _all_numbers(cells) -> bool:
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return False
+    return True
+
+
+def evaluate_stack(
+    pred_csv: PathLike, points_csv: PathLike, spacing: Sequence[float], radius_um: float = 3.0, z_tolerance: int = 1,
+) -> tuple[NucleusCounts, tuple[np.ndarray, np.ndarray]]:
+    """Counts of one stack: its ``STEM_pred.csv`` against its points file (``read_points``: CSV ``z,y,x,label`` or a
+    point-label volume). Returns ``(counts, (pred_idx, true_idx))``, the matched rows of the two files (in file
+    order, header and blank lines not counted)."""
+    from ..data.points import read_points
+
+    pred = read_prediction_csv(pred_csv)
+    true_zyx, true_labels = read_points(points_csv)
+    pred_idx, true_idx = match_nuclei(pred["zyx"], pred["z_range"], true_zyx, spacing, radius_um, z_tolerance)
+    return counts_from_matches(pred["label"], true_labels, pred_idx, true_idx), (pred_idx, true_idx)
+
+
+def _header_spacing(path: Path) -> tuple[float, float, float] | None:
+    """``(dz, dy, dx)`` in um from a stack's header only (no pixels read), or None when the file does not state all
+    three (or cannot be read)."""
+    from ..data.tiff_metadata import imagej_spacing, ome_spacing, um_per
+
+    name = path.name.lower()
+    try:
+        if name.endswith((".tif", ".tiff")):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                if tif.is_ome and tif.ome_metadata:
+                    values = ome_spacing(tif.ome_metadata)
+                elif tif.is_imagej:
+                    values = imagej_spacing(tif.imagej_metadata or {}, tif.pages[0])
+                else:
+                    return None
+        elif name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            header = nib.load(str(path)).header
+            unit = header.get_xyzt_units()[0]
+            zooms = [float(v) for v in header.get_zooms()[:3]]
+            if len(zooms) < 3 or (unit == "unknown" and zooms == [1.0, 1.0, 1.0]):
+                return None  # nibabel's default header: no spacing was ever set
+            scale = 1.0 if unit == "unknown" else um_per(unit)
+            values = [zooms[2] * scale, zooms[1] * scale, zooms[0] * scale] if scale else [None] * 3
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - an unreadable header only means "not stated here"
+        return None
+    if any(v is None or not v > 0 for v in values):
+        return None
+    return tuple(float(v) for v in values)
+
+
+def _stack_spacing(image: Path, pred_dir: Path, stem: str) -> tuple[tuple[float, float, float], str]:
+    """Spacing of one stack when none is given: the one ``lecl predict`` used (written into ``STEM_instances.tif``;
+    "pixel" there means it had none), else the image's own header."""
+    instances = pred_dir / f"{stem}_instances.tif"
+    for source, path in (("prediction", instances), ("image", image)):
+        if path.is_file():
+            found = _header_spacing(path)
+            if found is not None:
+                return found, f"{source} ({path.name})"
+    raise input_error(
+        image, "voxel spacing is stated neither in the image's metadata nor in the prediction's instances TIFF",
+        "give spacing=(dz, dy, dx) in micrometres (the spacing used for lecl predict)")
+
+
+def evaluate_predictions(
+    pred_dir: PathLike, datalist: PathLike, section: str = "test", radius_um: float = 3.0, z_tolerance: int = 1,
+    spacing: Sequence[float] | None = None,
+) -> dict:
+    """Score ``lecl predict``'s output folder against a datalist section's clicks.
+
+    For each entry ``{"image", "points"}`` of ``section``, ``pred_dir/STEM_pred.csv`` (``STEM`` = image file name
+    without ``.ome.tif``/``.tif``/``.tiff``/``.nii.gz``/``.nii``) is matched to the entry's points. ``spacing``
+    ``(dz, dy, dx)`` um applies to every stack; None takes each stack's from ``STEM_instances.tif`` (the spacing
+    prediction used), else from the image's header.
+
+    Returns ``{"per_stack": [{"image", "stem", "pred_csv", "points", "spacing", "spacing_source", **scores}],
+    "pooled": scores of the summed counts, "pooled_counts": the summed counts, "mean_over_stacks": mean of each
+    per-stack score (``count_rel_error_positive`` over the stacks that have positives), "settings": {...}}``.
+    Missing prediction files are reported together, in one error.
+    """
+    from ..data.datalist import load_datalist
+    from ..tools.prepare import stem_of
+
+    pred_dir, datalist = Path(pred_dir), Path(datalist)
+    if spacing is not None:
+        spacing = tuple(float(v) for v in check_settings(spacing, radius_um, z_tolerance))
+    else:
+        check_settings((1.0, 1.0, 1.0), radius_um, z_tolerance)
+    if not pred_dir.is_dir():
+        raise input_error(pred_dir, "prediction folder not found", "give the --out folder of lecl predict")
+    entries = load_datalist(datalist, section, required=("image", "points"))
+    failures = _predict_failures(pred_dir)
+    stems = [stem_of(e["image"]) for e in entries]
+    missing = [(e["image"], pred_dir / f"{s}_pred.csv") for e, s in zip(entries, stems)
+               if not (pred_dir / f"{s}_pred.csv").is_file()]
+    if missing:
+        listed = "; ".join(f"{csv_path.name} (for {image})" + (f", lecl predict failed: {failures[image]}"
+                                                              if image in failures else "")
+                           for image, csv_path in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise input_error(
+            pred_dir, f"{len(missing)} of {len(entries)} prediction file(s) missing: {listed}{more}",
+            f"run lecl predict on the datalist's '{section}' section with --out {pred_dir}, or give the folder "
+            "that holds those STEM_pred.csv files")
+
+    rows, pooled = [], NucleusCounts()
+    for entry, stem in zip(entries, stems):
+        image, pred_csv = Path(entry["image"]), pred_dir / f"{stem}_pred.csv"
+        stack_spacing, source = (spacing, "given") if spacing is not None else _stack_spacing(image, pred_dir, stem)
+        counts, _ = evaluate_stack(pred_csv, entry["points"], stack_spacing, radius_um, z_tolerance)
+        pooled = pooled + counts
+        rows.append({"image": str(image), "stem": stem, "pred_csv": str(pred_csv), "points": str(entry["points"]),
+                     "spacing": list(stack_spacing), "spacing_source": source, "counts": counts.as_dict(),
+                     **scores(counts)})
+    with warnings.catch_warnings():  # all-NaN relative errors (no positives anywhere) stay NaN without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = {k: float(np.nanmean([r[k] for r in rows])) for k in SCORE_NAMES}
+    return {
+        "per_stack": rows,
+        "pooled": scores(pooled),
+        "pooled_counts": pooled.as_dict(),
+        "mean_over_stacks": mean,
+        "settings": {"radius_um": float(radius_um), "z_tolerance": int(z_tolerance), "section": section,
+                     "datalist": str(datalist.resolve()), "pred_dir": str(pred_dir.resolve()),
+                     "spacing": list(spacing) if spacing is not None else None,
+                     "matching": "one-to-one, most pairs then least total distance (Hungarian); a pair needs "
+                                 "distance <= radius_um (anisotropic, um) and the click's z within the prediction's "
+                                 "z_start - z_tolerance .. z_stop + z_tolerance"},
+    }
+
+
+def _predict_failures(pred_dir: Path) -> dict[str, str]:
+    """``{image: error}`` of the stacks ``lecl predict`` reported as failed in ``predict_summary.json``, if any."""
+    summary = pred_dir / "predict_summary.json"
+    try:
+        content = json.loads(summary.read_text(encoding="utf-8"))
+        return {str(f["image"]): str(f["error"]) for f in content.get("failures", [])}
+    except Exception:  # noqa: BLE001 - the summary only adds detail to an error message
+        return {}
+
+
+# -- report -----------------------------------------------------------------------------------------------------------
+_TABLE = (  # (column title, score key)
+    ("NP P", "np_precision"), ("NP R", "np_recall"), ("NP F1", "np_f1"),
+    ("NC P", "nc_precision"), ("NC R", "nc_recall"), ("NC F1", "nc_f1"),
+    ("macro F1", "macro_f1"), ("F1_d", "f1_d"), ("F1_t(neg)", "f1_t_negative"), ("F1_t(pos)", "f1_t_positive"),
+    ("true pos", "n_true_positive"), ("pred pos", "n_pred_positive"),
+)
+
+
+def _cell(value) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _json_safe(value):
+    """NaN -> None (JSON has no NaN), numpy -> Python, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def write_metrics(report: Mapping, out_dir: PathLike) -> tuple[Path, Path]:
+    """Write ``metrics.json`` (``report`` as returned by :func:`evaluate_predictions`, NaN written as null) and
+    ``metrics.md`` (one table row per stack, then the pooled and mean rows, 3 decimals; the settings below) into
+    ``out_dir``, each atomically. Returns ``(json_path, md_path)``."""
+    from ..data.prediction_writer import _atomic_path  # the package's one safe-write helper
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
+
+    lines = ["# LECL detection and classification metrics", "",
+             "| stack | " + " | ".join(title for title, _ in _TABLE) + " |",
+             "|---|" + "---:|" * len(_TABLE)]
+    for name, row in ([(r["stem"], r) for r in report["per_stack"]]
+                      + [("**pooled**", report["pooled"]), ("mean over stacks", report["mean_over_stacks"])]):
+        lines.append(f"| {name} | " + " | ".join(_cell(row[key]) for _, key in _TABLE) + " |")
+    lines += ["", "NP = detection (nuclear pixel branch), NC = classification of the positive class over detected and "
+              "missed nuclei, macro F1 = mean of the negative and positive class F1, F1_d / F1_t = HoVer-Net's "
+              "detection / per-type scores (TN_t = 0 as in its code). Pooled = scores of the counts summed over "
+              "stacks.", "", "Settings:", ""]
+    lines += [f"- {key}: {value}" for key, value in report.get("settings", {}).items()]
+    if report.get("settings", {}).get("spacing") is None and report["per_stack"]:
+        lines.append("- spacing per stack (dz, dy, dx um): " + "; ".join(
+            f"{r['stem']}: {tuple(r['spacing'])} from {r['spacing_source']}" for r in report["per_stack"]))
+
+    text = json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
+    with _atomic_path(json_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    with _atomic_path(md_path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return json_path, md_path
