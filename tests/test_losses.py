@@ -165,7 +165,7 @@ def test_loss_terms_switches_and_warm_up():
     loss.set_epoch(3)
     total = loss(pred, target)
     assert {"scl_pixel", "scl_region"} <= set(loss.last_terms)
-    expected = sum(loss.weights[k] * v for k, v in loss.last_terms.items() if k != "total")
+    expected = float(sum(loss.weights[k] * v for k, v in loss.last_terms.items() if k != "total"))
     assert total.item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match=r"unknown loss term\(s\) \['np_bce'\]"):
         LECLLoss(weights={"np_bce": 1})
