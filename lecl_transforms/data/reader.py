@@ -17,7 +17,7 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 from ..errors import input_error
 from .tiff_metadata import imagej_spacing, ome_spacing, read_tiff_series, um_per
 
-__all__ = ["IFStackReader", "read_stack", "source_of", "TIFF_SUFFIXES", "NIFTI_SUFFIXES"]
+__all__ = ["IFStackReader", "read_stack", "source_of", "tiff_spacing", "nifti_spacing", "TIFF_SUFFIXES", "NIFTI_SUFFIXES"]
 
 TIFF_SUFFIXES = ("tif", "tiff")
 NIFTI_SUFFIXES = ("nii", "nii.gz")
@@ -137,11 +137,7 @@ class IFStackReader(ImageReader):
         with tif:
             array = read_tiff_series(tif, path)
             file_axes = tif.series[0].axes.upper()
-            spacing = [None, None, None]
-            if tif.is_ome and tif.ome_metadata:
-                spacing = ome_spacing(tif.ome_metadata)
-            elif tif.is_imagej:
-                spacing = imagej_spacing(tif.imagej_metadata or {}, tif.pages[0])
+            spacing = tiff_spacing(tif)
         unnamed = any(a in "QI" for a in file_axes)  # tifffile's letters for axes the file does not name
         wants_c_and_z = (self.axes is None and self.min_channels > 1) or (self.axes and "C" in self.axes)
         if unnamed and array.ndim == 3 and wants_c_and_z:
@@ -179,13 +175,7 @@ class IFStackReader(ImageReader):
         if array.ndim == 5 and array.shape[3] == 1:  # (X, Y, Z, 1, C) as written for vector images
             array = array[:, :, :, 0]
         axes = self.axes or {2: "XY", 3: "XYZ", 4: "XYZC"}.get(array.ndim, "XYZC"[: array.ndim])
-        zooms = [float(z) for z in nii.header.get_zooms()[:3]] + [None] * 3
-        unit = nii.header.get_xyzt_units()[0]
-        scale = um_per(unit) if unit != "unknown" else 1.0
-        dx, dy, dz = (None if z is None else z * (scale or 1.0) for z in zooms[:3])
-        if unit == "unknown" and (dx, dy, dz) == (1.0, 1.0, 1.0):
-            dx = dy = dz = None  # nibabel's default header: no spacing was ever set
-        return array, axes, [dz if array.ndim >= 3 else None, dy, dx]
+        return array, axes, nifti_spacing(nii.header, array.ndim)
 
     # -- checks -----------------------------------------------------------------------------------------------------
     def _to_czyx(self, array: np.ndarray, axes: str, path: Path) -> np.ndarray:
@@ -265,6 +255,27 @@ class IFStackReader(ImageReader):
             spacing = [s if s else 1.0 for s in spacing]
         source = "file" if all(from_file) else ("config" if not any(from_file) else "file+config")
         return tuple(float(s) for s in spacing), source
+
+
+def tiff_spacing(tif) -> list[float | None]:
+    """``[dz, dy, dx]`` in um as an open ``tifffile.TiffFile``'s OME or ImageJ metadata states it (None where not)."""
+    if tif.is_ome and tif.ome_metadata:
+        return ome_spacing(tif.ome_metadata)
+    if tif.is_imagej:
+        return imagej_spacing(tif.imagej_metadata or {}, tif.pages[0])
+    return [None, None, None]
+
+
+def nifti_spacing(header, ndim: int = 3) -> list[float | None]:
+    """``[dz, dy, dx]`` in um from a NIfTI header's zooms and space unit (None where not stated: ``dz`` of a 2D
+    image, and all three for nibabel's default header, unit unknown with zooms 1)."""
+    zooms = [float(z) for z in header.get_zooms()[:3]] + [None] * 3
+    unit = header.get_xyzt_units()[0]
+    scale = um_per(unit) if unit != "unknown" else 1.0
+    dx, dy, dz = (None if z is None else z * (scale or 1.0) for z in zooms[:3])
+    if unit == "unknown" and (dx, dy, dz) == (1.0, 1.0, 1.0):
+        return [None, None, None]  # nibabel's default header: no spacing was ever set
+    return [dz if ndim >= 3 else None, dy, dx]
 
 
 def _check_axes(axes) -> str | None:

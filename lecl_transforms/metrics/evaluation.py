@@ -98,7 +98,7 @@ def evaluate_stack(
 def _header_spacing(path: Path) -> tuple[float, float, float] | None:
     """``(dz, dy, dx)`` in um from a stack's header only (no pixels read), or None when the file does not state all
     three (or cannot be read)."""
-    from ..data.tiff_metadata import imagej_spacing, ome_spacing, um_per
+    from ..data.reader import nifti_spacing, tiff_spacing
 
     name = path.name.lower()
     try:
@@ -106,22 +106,12 @@ def _header_spacing(path: Path) -> tuple[float, float, float] | None:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                if tif.is_ome and tif.ome_metadata:
-                    values = ome_spacing(tif.ome_metadata)
-                elif tif.is_imagej:
-                    values = imagej_spacing(tif.imagej_metadata or {}, tif.pages[0])
-                else:
-                    return None
+                values = tiff_spacing(tif)
         elif name.endswith((".nii", ".nii.gz")):
             import nibabel as nib
 
             header = nib.load(str(path)).header
-            unit = header.get_xyzt_units()[0]
-            zooms = [float(v) for v in header.get_zooms()[:3]]
-            if len(zooms) < 3 or (unit == "unknown" and zooms == [1.0, 1.0, 1.0]):
-                return None  # nibabel's default header: no spacing was ever set
-            scale = 1.0 if unit == "unknown" else um_per(unit)
-            values = [zooms[2] * scale, zooms[1] * scale, zooms[0] * scale] if scale else [None] * 3
+            values = nifti_spacing(header, len(header.get_data_shape()))
         else:
             return None
     except Exception:  # noqa: BLE001 - an unreadable header only means "not stated here"
