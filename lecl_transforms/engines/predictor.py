@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 
 from ..errors import LECLInputError, find_input_error, input_error
@@ -56,14 +57,8 @@ def inference_entries(datalist=None, section: str = "test", image=None, input_di
                                                           file_fields=("image",))]
 
 
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _barrier() -> None:
-    if _rank_world()[1] > 1:
+    if idist.get_world_size() > 1:
         torch.distributed.barrier()
 
 
@@ -137,7 +132,7 @@ class StackPredictor:
         from ..tools.outputs import make_dirs, remove_stale, write_manifest
         from ..data.prediction_writer import write_run_summary
 
-        rank, world = _rank_world()
+        rank, world = idist.get_rank(), idist.get_world_size()
         earlier = self.check()
         _barrier()  # every process checked before the first one writes the manifest
         if rank == 0:
@@ -192,9 +187,9 @@ class StackPredictor:
 
 def _gather(items: list) -> list:
     """Every process's items, on every process (a list of plain Python objects)."""
-    if _rank_world()[1] == 1:
+    if idist.get_world_size() == 1:
         return items
-    gathered: list = [None] * _rank_world()[1]
+    gathered: list = [None] * idist.get_world_size()
     torch.distributed.all_gather_object(gathered, items)
     return [x for part in gathered for x in part]
 

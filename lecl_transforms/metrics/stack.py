@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.metrics import Metric
@@ -42,12 +43,6 @@ logger = logging.getLogger(__name__)
 
 #: per-slice post-processing defaults: the inference config's robust values (``np_threshold``, ``min_instance_size``)
 DEFAULT_POSTPROCESS = {"nucleus_threshold": 0.7, "min_instance_size": 10}
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -134,7 +129,7 @@ class StackValidator:
     # -- data ---------------------------------------------------------------------------------------------------------
     def my_indices(self) -> list[int]:
         """This process's share of ``data``: ``i % world_size == rank``."""
-        rank, world = _rank_world()
+        rank, world = idist.get_rank(), idist.get_world_size()
         return list(range(rank, len(self.data), world))
 
     def stack(self, index: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -187,7 +182,7 @@ class StackValidator:
     def _pooled(self, counts: NucleusCounts, failure: Exception | None) -> NucleusCounts:
         """Counts summed over processes. The gather always happens, so a process that failed does not leave the
         others waiting in the collective; then every process raises."""
-        world = _rank_world()[1]
+        world = idist.get_world_size()
         if world == 1:
             if failure is not None:
                 raise failure
@@ -224,7 +219,7 @@ class StackValidator:
         if self._cached is None or self._cached[0] != key:
             result = self.run()
             self._cached = (key, result)
-            if _rank_world()[0] == 0:
+            if idist.get_rank() == 0:
                 logger.info(f"stack validation ({len(self.data)} stacks, {self.last_seconds:.1f} s): "
                             f"np_f1 {result['np_f1']:.4f}, nc_f1 {result['nc_f1']:.4f}, "
                             f"macro_f1 {result['macro_f1']:.4f}")
