@@ -18,7 +18,7 @@ from skimage.draw import disk, polygon2mask
 from lecl_transforms.data.points import read_points
 from lecl_transforms.data.prediction_writer import (
     CSV_COLUMNS,
-    _atomic_path,
+    atomic_path,
     _write_label_tiff,
     instance_dtype,
     largest_slices,
@@ -267,11 +267,11 @@ def test_a_failed_write_keeps_the_earlier_file_and_leaves_no_temporary(tmp_path)
     final = tmp_path / "a_pred.csv"
     final.write_text("earlier\n")
     with pytest.raises(RuntimeError):
-        with _atomic_path(final) as tmp:
+        with atomic_path(final) as tmp:
             tmp.write_text("half a fi")
             raise RuntimeError("interrupted")
     assert final.read_text() == "earlier\n" and [p.name for p in tmp_path.iterdir()] == ["a_pred.csv"]
-    with _atomic_path(final) as tmp:
+    with atomic_path(final) as tmp:
         assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".csv"
         tmp.write_text("new\n")
     assert final.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["a_pred.csv"]

@@ -40,6 +40,8 @@ from ..errors import input_error
 __all__ = [
     "write_predictions",
     "write_run_summary",
+    "write_json",
+    "atomic_path",
     "instance_dtype",
     "largest_slices",
     "qc_picture",
@@ -70,7 +72,7 @@ _TITLE_TEXT = (255, 255, 255)
 
 # -- writing files safely ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _atomic_path(final: Path) -> Iterator[Path]:
+def atomic_path(final: Path) -> Iterator[Path]:
     """A fresh hidden temporary path beside ``final`` (same suffix, so writers that go by the extension still work);
     renamed onto ``final`` when the block succeeds, deleted when it fails."""
     final = Path(final)
@@ -98,15 +100,20 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def write_run_summary(out_dir, summary: dict, name: str = "predict_summary.json") -> Path:
-    """Write ``summary`` as indented JSON to ``out_dir / name`` (atomically); numpy values and paths are converted."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / name
-    text = json.dumps(summary, indent=2, default=_json_default) + "\n"
-    with _atomic_path(path) as tmp:
+def write_json(path, content) -> Path:
+    """Write ``content`` as indented JSON to ``path`` atomically (readers never see half a file); numpy values and
+    paths are converted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(content, indent=2, default=_json_default) + "\n"
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_run_summary(out_dir, summary: dict, name: str = "predict_summary.json") -> Path:
+    """Write ``summary`` as indented JSON to ``out_dir / name`` (atomically); numpy values and paths are converted."""
+    return write_json(Path(out_dir) / name, summary)
 
 
 # -- inputs -----------------------------------------------------------------------------------------------------------
@@ -321,7 +328,7 @@ def _write_csv(path: Path, columns: dict, spacing: tuple[float, float, float]) -
     for i, fmt in enumerate(_CSV_FORMATS):
         if fmt == "%d":
             table[:, i] = np.rint(table[:, i])  # "%d" truncates: 3.9999 must read 4
-    with _atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write(",".join(CSV_COLUMNS) + "\n")
         np.savetxt(f, table, fmt=list(_CSV_FORMATS), delimiter=",")
 
@@ -333,7 +340,7 @@ def _write_label_tiff(path: Path, volume: np.ndarray, spacing: tuple[float, floa
     import tifffile
 
     dz, dy, dx = spacing if spacing is not None else (1.0, 1.0, 1.0)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         if volume.dtype in (np.uint8, np.uint16):
             tifffile.imwrite(tmp, volume, imagej=True, resolution=(1 / dx, 1 / dy),
                              metadata={"axes": "ZYX", "spacing": dz, "unit": "um" if spacing else "pixel"})
@@ -371,7 +378,7 @@ def _write_geojson(path: Path, columns: dict, rings: list[np.ndarray], centre_z:
                 },
             },
         })
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"),
                                   allow_nan=False) + "\n", encoding="utf-8")
 
@@ -415,7 +422,7 @@ def write_predictions(out_dir, stem: str, labels, table: Mapping, spacing, mip, 
     from ..visualize import save_png
 
     picture = qc_picture(labels, centre_z, classes, mip, stem)
-    with _atomic_path(paths["qc"]) as tmp:
+    with atomic_path(paths["qc"]) as tmp:
         save_png(tmp, picture)
     _write_geojson(paths["geojson"], columns, nucleus_outlines(labels, centre_z), centre_z)
     return paths

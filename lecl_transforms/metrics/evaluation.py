@@ -246,7 +246,7 @@ def write_metrics(report: Mapping, out_dir: PathLike) -> tuple[Path, Path]:
     """Write ``metrics.json`` (``report`` as returned by :func:`evaluate_predictions`, NaN written as null) and
     ``metrics.md`` (one table row per stack, then the pooled and mean rows, 3 decimals; the settings below) into
     ``out_dir``, each atomically. Returns ``(json_path, md_path)``."""
-    from ..data.prediction_writer import _atomic_path  # the package's one safe-write helper
+    from ..data.prediction_writer import atomic_path  # the package's one safe-write helper
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -268,8 +268,8 @@ def write_metrics(report: Mapping, out_dir: PathLike) -> tuple[Path, Path]:
             f"{r['stem']}: {tuple(r['spacing'])} from {r['spacing_source']}" for r in report["per_stack"]))
 
     text = json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
-    with _atomic_path(json_path) as tmp:
+    with atomic_path(json_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    with _atomic_path(md_path) as tmp:
+    with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return json_path, md_path

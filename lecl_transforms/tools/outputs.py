@@ -109,11 +109,9 @@ def remove_empty_dirs(folders: Iterable[Path]) -> None:
 
 def write_manifest(out, name: str, content: dict) -> Path:
     """Write atomically: other processes (DDP ranks) wait for a manifest and read it at once."""
-    path = Path(out) / name
-    tmp = path.with_name(f".{name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    from ..data.prediction_writer import write_json
+
+    return write_json(Path(out) / name, content)
 
 
 def remove_stale(out, earlier: dict | None, keep: Iterable[str]) -> None:
