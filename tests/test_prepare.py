@@ -211,3 +211,13 @@ def test_flags_reach_the_pipeline(synth_dir, tmp_path, monkeypatch):
     assert main(base + ["--out", str(tmp_path / "b"), "--allow-suspicious-input"]) == 0
     assert seen[-1]["allow_suspicious_input"] is True
     assert json.loads((tmp_path / "b" / "prepared.json").read_text())["parameters"]["allow_suspicious_input"]
+
+
+def test_two_stacks_with_one_name_are_refused_before_any_output():
+    """Outputs are named after the stack: ``a/x.tif`` and ``b/x.nii.gz`` would write the same files."""
+    from lecl_transforms import LECLInputError
+    from lecl_transforms.tools.prepare import unique_stems
+
+    assert unique_stems(["d/a.ome.tif", "d/b.nii.gz", "d/c.tiff"]) == ["a", "b", "c"]
+    with pytest.raises(LECLInputError, match="same name 'x' as a/x.tif"):
+        unique_stems(["a/x.tif", "b/x.nii.gz"])

@@ -90,16 +90,9 @@ class StackPredictor:
 
     # -- the output folder ----------------------------------------------------------------------------------------
     def _stems(self) -> list[str]:
-        from ..tools.prepare import stem_of
+        from ..tools.prepare import unique_stems
 
-        stems: dict[str, str] = {}
-        for e in self.data:
-            stem = stem_of(e["image"])
-            if stem in stems:
-                raise input_error(e["image"], f"has the same name '{stem}' as {stems[stem]}",
-                                  "give every stack a distinct file name (outputs are named after it)")
-            stems[stem] = e["image"]
-        return list(stems)
+        return unique_stems(e["image"] for e in self.data)
 
     def _targets(self, stems: Sequence[str]) -> list[Path]:
         return [self.output_dir / f"{s}{suffix}" for s in stems for suffix in PRED_FILE_SUFFIXES.values()] + \

@@ -20,7 +20,7 @@ from ..transforms.functional import percentile_range, slice_ranges
 from ..transforms.rules import resolve_rules
 from ..visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
 
-__all__ = ["prepare_one", "prepare_datalist", "output_paths", "stem_of", "cell_marker_scores",
+__all__ = ["prepare_one", "prepare_datalist", "output_paths", "stem_of", "unique_stems", "cell_marker_scores",
            "MANIFEST_NAME", "OUTPUT_SUFFIXES"]
 
 MANIFEST_NAME = "lecl_prepare.json"
@@ -35,6 +35,19 @@ def stem_of(path) -> str:
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return Path(name).stem
+
+
+def unique_stems(images) -> list[str]:
+    """The output stems of ``images`` in order; two stacks with one stem (``a.tif`` and ``a.nii.gz``, or the same
+    name in two folders) would write the same output files, which is refused."""
+    stems: dict[str, str] = {}
+    for image in images:
+        stem = stem_of(image)
+        if stem in stems:
+            raise input_error(image, f"has the same name '{stem}' as {stems[stem]}",
+                              "give every stack a distinct file name (outputs are named after it)")
+        stems[stem] = image
+    return list(stems)
 
 
 def output_paths(out_dir, stem: str) -> dict[str, Path]:
@@ -149,13 +162,7 @@ def prepare_datalist(entries: dict[str, list[dict]], out_dir, *, nuclei_channel:
     if not jobs:
         raise input_error("lecl prepare", "nothing to prepare",
                           "give --datalist DATALIST, or --image STACK --points CSV")
-    stems: dict[str, str] = {}
-    for section, e in jobs:
-        stem = stem_of(e["image"])
-        if stem in stems:
-            raise input_error(e["image"], f"has the same name '{stem}' as {stems[stem]}",
-                              "give every stack a distinct file name")
-        stems[stem] = e["image"]
+    stems = unique_stems(e["image"] for _, e in jobs)
     sources = [Path(e[k]) for _, e in jobs for k in ("image", "points")] + [Path(p) for p in inputs]
     targets = [p for stem in stems for p in output_paths(out_dir, stem).values()] + [out_dir / "prepared.json"]
     rules = resolve_rules(rules)
