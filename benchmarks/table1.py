@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "bundle" / "configs"
 
 NO_CONTRAST = {"loss_weights#scl_pixel": 0.0, "loss_weights#scl_region": 0.0}
 #: row name -> training config keys (on top of the preset's)
@@ -59,12 +57,11 @@ def synth(out: Path, seed: int, n_images: int, size: int) -> Path:
 
 
 def train(root: Path, datalist: Path, keys: dict, seed: int) -> Path:
-    from monai.bundle import run
+    from lecl_transforms.tools.bundle import run_bundle
 
     overrides = {k: v for k, v in keys.items() if v is not None}
-    run("training", config_file=[str(CONFIGS / "train.json")], meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(root), datalist=str(datalist), seed=seed,
-        mlflow=False, **overrides)
+    run_bundle("training", "train.json", bundle_root=str(root), datalist=str(datalist), seed=seed, mlflow=False,
+               **overrides)
     return root / "models" / "stage0" / "model.pt"
 
 

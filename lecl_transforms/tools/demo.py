@@ -24,7 +24,7 @@ def cmd_demo(args) -> int:
     ``--overwrite`` is given."""
     from ..data.synthetic import REGIMES
     from ..data.synthetic_dataset import check_synth_options, write_dataset
-    from ..engines.config import default_bundle_root
+    from .bundle import configs_dir, run_bundle
     from .evaluate import run_evaluate
     from .outputs import check_out_dir, make_dirs, write_manifest
     from .predict import run_predict
@@ -56,16 +56,12 @@ def cmd_demo(args) -> int:
     print(f"  QC pictures: {prepared}/*_qc.png (left EMIP, right plain MIP; orange rings: false overlaps removed)")
     if args.skip_training:
         return 0
-    configs = Path(default_bundle_root()) / "configs"
-    print(f"[3/{steps}] LECL training, quick CPU config ({configs / 'quick.json'}) -> {out / 'models'}")
-    from monai.bundle import run
-
+    print(f"[3/{steps}] LECL training, quick CPU config ({configs_dir() / 'quick.json'}) -> {out / 'models'}")
     extra = {"epochs": args.epochs, "val_interval": max(1, args.epochs // 6)} if args.epochs else {}
     if args.overwrite:  # the training refuses to replace earlier checkpoints in bundle_root unless told so
         extra["overwrite"] = True
-    run("training", config_file=[str(configs / "train.json"), str(configs / "quick.json")],
-        meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"),
-        bundle_root=str(out.resolve()), datalist=str(datalist.resolve()), seed=args.seed, **extra)
+    run_bundle("training", "train.json", "quick.json", bundle_root=str(out.resolve()),
+               datalist=str(datalist.resolve()), seed=args.seed, **extra)
     summarise_training(out)
     model = out / "models" / "stage0" / "model.pt"
     print(f"[4/{steps}] nuclei of the held-out test stacks, in 3D -> {predictions}")

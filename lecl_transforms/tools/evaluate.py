@@ -27,11 +27,8 @@ def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_t
     """``evaluate.json`` through MONAI's bundle runner; returns the report (``metrics.json``'s content)."""
     import json
 
-    from monai.bundle import run
+    from .bundle import run_bundle
 
-    from ..engines.config import default_bundle_root
-
-    configs = Path(default_bundle_root()) / "configs"
     overrides = {"pred_dir": str(Path(pred).resolve()), "datalist": str(Path(truth).resolve()), "section": section,
                  "radius_um": radius_um, "z_tolerance": z_tolerance, "mlflow": mlflow}
     out = Path(out or pred).resolve()
@@ -40,8 +37,7 @@ def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_t
         overrides["tracking_uri"] = tracking_uri
     if bundle_root:
         overrides["bundle_root"] = str(bundle_root)
-    run("evaluate", config_file=str(configs / "evaluate.json"), meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"), **overrides)
+    run_bundle("evaluate", "evaluate.json", **overrides)
     return json.loads((out / "metrics.json").read_text())
 
 

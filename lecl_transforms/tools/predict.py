@@ -52,17 +52,13 @@ def _device(name: str) -> str:
 def run_predict(out, *, image=None, datalist=None, section: str = "test", input_dir=None, checkpoint=None,
                 overwrite: bool = False, progress: bool = True, **keys) -> None:
     """``inference.json`` through MONAI's bundle runner; ``keys``: any other config key (``nuclei_channel=2``)."""
-    from monai.bundle import run
+    from .bundle import run_bundle
 
-    from ..engines.config import default_bundle_root
-
-    configs = Path(default_bundle_root()) / "configs"
     overrides = {"datalist": datalist, "section": section, "image": image, "input_dir": input_dir,
                  "output_dir": str(Path(out).resolve()), "overwrite": overwrite, "progress": progress, **keys}
     if checkpoint:
         overrides["checkpoint"] = str(Path(checkpoint).resolve())
-    run("inference", config_file=str(configs / "inference.json"), meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"), **overrides)
+    run_bundle("inference", "inference.json", **overrides)
 
 
 def cmd_predict(args) -> int:

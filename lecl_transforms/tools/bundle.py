@@ -1,0 +1,26 @@
+"""Running the bundle's configs from the ``lecl`` commands: MONAI's bundle runner with the bundle's metadata and
+logging, so ``lecl predict``/``evaluate``/``demo`` run exactly what ``python -m monai.bundle run`` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["configs_dir", "run_bundle"]
+
+
+def configs_dir() -> Path:
+    """The bundle's ``configs`` folder (see :func:`~lecl_transforms.engines.default_bundle_root`)."""
+    from ..engines.config import default_bundle_root
+
+    return Path(default_bundle_root()) / "configs"
+
+
+def run_bundle(run_id: str, *config_names: str, **overrides) -> None:
+    """``monai.bundle.run(run_id)`` on ``configs/<name>`` (several are merged in order) with ``overrides`` as
+    config keys."""
+    from monai.bundle import run
+
+    configs = configs_dir()
+    files = [str(configs / name) for name in config_names]
+    run(run_id, config_file=files[0] if len(files) == 1 else files, meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"), **overrides)
