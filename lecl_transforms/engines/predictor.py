@@ -11,6 +11,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -89,12 +90,12 @@ class StackPredictor:
         self.model_info, self.parameters = model_info or {}, parameters or {}
 
     # -- the output folder ----------------------------------------------------------------------------------------
-    def _stems(self) -> list[str]:
+    @cached_property
+    def targets(self) -> list[Path]:
+        """Every file this run may write: the outputs of each stack (named after it) and the summary."""
         from ..tools.prepare import unique_stems
 
-        return unique_stems(e["image"] for e in self.data)
-
-    def _targets(self, stems: Sequence[str]) -> list[Path]:
+        stems = unique_stems(e["image"] for e in self.data)
         return [self.output_dir / f"{s}{suffix}" for s in stems for suffix in PRED_FILE_SUFFIXES.values()] + \
             [self.output_dir / SUMMARY_NAME]
 
@@ -104,7 +105,7 @@ class StackPredictor:
 
         return check_out_dir(self.output_dir, command="lecl predict", manifest=PREDICT_MANIFEST,
                              overwrite=self.overwrite, inputs=[e["image"] for e in self.data],
-                             targets=self._targets(self._stems()), option="output_dir (--out)")
+                             targets=self.targets, option="output_dir (--out)")
 
     # -- running --------------------------------------------------------------------------------------------------
     def predict_one(self, entry: dict) -> dict:
@@ -130,7 +131,7 @@ class StackPredictor:
         _barrier()  # every process checked before the first one writes the manifest
         if rank == 0:
             make_dirs(self.output_dir)
-            planned = sorted({p.name for p in self._targets(self._stems())} | set((earlier or {}).get("files", [])))
+            planned = sorted({p.name for p in self.targets} | set((earlier or {}).get("files", [])))
             write_manifest(self.output_dir, PREDICT_MANIFEST, {"command": "lecl predict", "complete": False,
                                                                "files": planned})
         _barrier()
