@@ -49,7 +49,7 @@ from .transforms import (
     pseudo_label_transforms,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LECLInputError",

@@ -90,7 +90,8 @@ def guard_checkpoints(ckpt_dir: str, resume: bool, overwrite: bool) -> None:
         names = ", ".join(p.name for p in earlier[:4]) + (" ..." if len(earlier) > 4 else "")
         raise input_error(ckpt_dir, f"holds the models of an earlier training run ({names})",
                           "pass --resume true to continue that run, --overwrite true to replace its models, or "
-                          "another --bundle_root for a new run")
+                          "another --bundle_root for a new run (in the bundle folder itself, models/model.pt is the "
+                          "shipped model, which stage 1 would replace)")
 
 
 def check_training_config(network, patch_size, batch_size: int | None = None,

@@ -15,12 +15,14 @@ def configs_dir() -> Path:
     return Path(default_bundle_root()) / "configs"
 
 
-def run_bundle(run_id: str, *config_names: str, **overrides) -> None:
+def run_bundle(run_id: str, *config_names: str, configure_logging: bool = True, bundle_dir=None,
+               **overrides) -> None:
     """``monai.bundle.run(run_id)`` on ``configs/<name>`` (several are merged in order) with ``overrides`` as
-    config keys."""
+    config keys. ``configure_logging=False`` leaves the caller's logging as it is (a server's own log);
+    ``bundle_dir``: another bundle folder than the default one."""
     from monai.bundle import run
 
-    configs = configs_dir()
+    configs = Path(bundle_dir) / "configs" if bundle_dir else configs_dir()
     files = [str(configs / name) for name in config_names]
     run(run_id, config_file=files[0] if len(files) == 1 else files, meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"), **overrides)
+        logging_file=str(configs / "logging.conf") if configure_logging else False, **overrides)

@@ -1,0 +1,254 @@
+"""MONAI Label tasks for the LECL bundle: 3D nuclei inference on a stack of the datastore, and training from the
+clicks saved in the datastore. Both run the bundle's own configs (``inference.json``, ``train.json``) through
+MONAI's bundle runner, the code path of ``lecl predict`` and ``python -m monai.bundle run``, not a copy.
+
+Offline by construction: the tasks read the bundle folder and the model files on this machine; nothing is looked up
+in the model zoo or downloaded (MONAI Label's own bundle app checks the zoo's list first).
+
+* **Infer** (``/infer/lecl``): the label volume of the stack, on its grid: ``classes`` (0 background, 1
+  marker-negative, 2 marker-positive; the default) or ``instances`` (one id per nucleus; request key
+  ``label_volume``), as TIFF for TIFF stacks
+  and NIfTI (the stack's affine) for NIfTI stacks; the result JSON holds every nucleus (the rows of
+  ``STEM_pred.csv``: id, z, y, x, label, score, z range, area, um coordinates) and the counts.
+* **Train** (``/train/lecl``): every stack with a *final* label in the datastore is training data; its label is a
+  point-label volume on the stack's grid (the points contract: 1 = marker-negative, 2 = marker-positive at each
+  clicked voxel; a few painted voxels per click are one click), which is what any MONAI Label client saves when a
+  person clicks nuclei. A share of the labelled stacks (at least one) is held out for validation. By default the
+  current model is fine-tuned (stage 2 of the paper, all layers); ``fine_tune false`` trains both stages from
+  scratch. The best model is published as ``MODEL_DIR/model.pt`` (the infer task uses it from the next request on);
+  every run keeps its own folder ``MODEL_DIR/train_<time>/`` with checkpoints and MLflow runs. The shipped
+  ``bundle/models/model.pt`` is never modified.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from monailabel.interfaces.tasks.train import TrainTask
+
+from ..data.points import POSITIVE
+from ..data.prediction_writer import atomic_path, write_json
+from ..data.reader import NIFTI_SUFFIXES
+from ..errors import input_error
+from ..tools.bundle import run_bundle
+
+__all__ = ["LECLInferTask", "LECLTrainTask", "bundle_labels", "bundle_metadata", "current_model", "split_labelled", "MODEL_NAME",
+           "TRAIN_STATS_NAME"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "model.pt"
+TRAIN_STATS_NAME = "train_stats.json"
+#: inference.json keys a client may set per request (value types as given here)
+INFER_KEYS = {"np_threshold": 0.7, "min_positive_slices": 1, "nuclei_channel": 0, "marker_channel": 1,
+              "overlap": 0.25, "allow_suspicious_input": False}
+#: training settings a client may set per request (value types as given here); epochs are passes of
+#: ``patches_per_epoch`` training patches
+TRAIN_KEYS = {"epochs": 20, "patches_per_epoch": 32, "fine_tune": True, "compact": True, "validation_fraction": 0.2,
+              "learning_rate": 0.001, "seed": 0, "allow_suspicious_input": False}
+
+
+def bundle_metadata(bundle_root) -> dict:
+    """The bundle's ``configs/metadata.json``."""
+    path = Path(bundle_root) / "configs" / "metadata.json"
+    if not path.is_file():
+        raise input_error(path, "not found: this is not a bundle folder",
+                          "give the bundle folder (with configs/ and models/) as --conf bundle PATH")
+    return json.loads(path.read_text())
+
+
+def bundle_labels(bundle_root) -> dict[str, int]:
+    """The class labels MONAI Label shows, from the bundle's metadata (``network_data_format.outputs
+    .type_prediction.channel_def``, as MONAI Label's bundle tasks read them), background left out."""
+    channels = bundle_metadata(bundle_root)["network_data_format"]["outputs"]["type_prediction"]["channel_def"]
+    return {name: int(value) for value, name in channels.items() if int(value) > 0}
+
+
+def current_model(bundle_root, model_dir) -> Path:
+    """The model the infer task uses: the last one trained in MONAI Label (``model_dir/model.pt``), else the
+    bundle's shipped ``models/model.pt``."""
+    trained = Path(model_dir) / MODEL_NAME
+    return trained if trained.is_file() else Path(bundle_root) / "models" / MODEL_NAME
+
+
+def _typed(request: Mapping, defaults: Mapping) -> dict:
+    """The keys of ``defaults`` from ``request`` (clients send text too: ``"false"``, ``"0.6"``) in their types."""
+    from ..engines.config import flag
+
+    values = {}
+    for key, default in defaults.items():
+        if key not in request or request[key] is None:
+            values[key] = default
+            continue
+        value = request[key]
+        try:
+            if isinstance(default, bool):
+                values[key] = flag(value, key)
+            else:
+                values[key] = type(default)(value)
+        except (TypeError, ValueError) as e:
+            raise input_error(f"request: {key}", f"got {value!r} ({e})",
+                              f"give a {type(default).__name__} like {default!r}") from e
+    return values
+
+
+def _nucleus_rows(csv_path: Path) -> list[dict]:
+    """The rows of ``STEM_pred.csv`` as numbers, with the class name beside the label (1 negative, 2 positive)."""
+    def number(text: str):
+        value = float(text)
+        return int(value) if value.is_integer() and "." not in text else value
+
+    with open(csv_path, newline="") as f:
+        rows = [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    for row in rows:
+        row["class"] = "marker-positive" if row["label"] == POSITIVE else "marker-negative"
+    return rows
+
+
+def _label_file(label_tif: Path, image: str) -> str:
+    """The label volume as a file the client opens beside its stack: the TIFF itself for TIFF stacks, NIfTI with
+    the stack's affine for NIfTI stacks (axes back from the reader's (Z, Y, X) to the file's (X, Y, Z))."""
+    import tifffile
+
+    if image.lower().endswith(tuple(f".{s}" for s in NIFTI_SUFFIXES)):
+        import nibabel as nib
+
+        volume = tifffile.imread(label_tif)
+        source = nib.load(image)
+        fd, path = tempfile.mkstemp(suffix=".nii.gz", prefix="lecl_label_")
+        os.close(fd)
+        nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0), source.affine), path)
+        return path
+    fd, path = tempfile.mkstemp(suffix=".tif", prefix="lecl_label_")
+    os.close(fd)
+    shutil.copyfile(label_tif, path)
+    return path
+
+
+class LECLInferTask(InferTask):
+    """Nuclei of a 3D stack, detected and called marker-positive/negative (``inference.json``; see module doc).
+
+    Args:
+        bundle_root: the bundle folder (``configs/``, ``models/model.pt``).
+        model_dir: where the train task publishes its models (``model.pt`` there wins over the shipped one).
+        config: defaults for the request keys of :data:`INFER_KEYS` and ``label_volume`` (``classes`` or
+            ``instances``: which label volume comes back as the result file).
+    """
+
+    def __init__(self, bundle_root, model_dir, config: Mapping | None = None):
+        self.bundle_root, self.model_dir = Path(bundle_root), Path(model_dir)
+        super().__init__(
+            type=InferType.SEGMENTATION, labels=bundle_labels(bundle_root), dimension=3,
+            description="LECL: nuclei in 3D, each marker-positive or marker-negative (label volume + nuclei table)",
+            config={**INFER_KEYS, "label_volume": "classes", **(config or {})})
+
+    def is_valid(self) -> bool:
+        return current_model(self.bundle_root, self.model_dir).is_file()
+
+    def __call__(self, request) -> tuple[str, dict]:
+        start = time.time()
+        image = str(request["image"])
+        keys = _typed({**self._config, **request}, INFER_KEYS)
+        label = str(request.get("label_volume", self._config["label_volume"]))
+        if label not in ("classes", "instances"):
+            raise input_error("request: label_volume", f"got {label!r}", "give classes or instances")
+        model = current_model(self.bundle_root, self.model_dir)
+        with tempfile.TemporaryDirectory(prefix="lecl_infer_") as tmp:
+            out = Path(tmp) / "predictions"
+            run_bundle("inference", "inference.json", configure_logging=False, bundle_dir=self.bundle_root,
+                       bundle_root=str(self.bundle_root), image=image, checkpoint=str(model.resolve()),
+                       output_dir=str(out), progress=False, **keys)
+            files = json.loads((out / "predict_summary.json").read_text())["per_stack"][0]["files"]
+            rows = _nucleus_rows(out / files["csv"])
+            result_file = _label_file(out / files[label], image)
+        positives = sum(row["label"] == POSITIVE for row in rows)
+        return result_file, {
+            "label_volume": label, "label_names": self.labels, "model": str(model), "nuclei": rows,
+            "counts": {"nuclei": len(rows), "marker-positive": positives, "marker-negative": len(rows) - positives},
+            "parameters": keys, "latencies": {"total": round(time.time() - start, 3)}}
+
+
+def split_labelled(entries: list[dict], validation_fraction: float) -> dict[str, list[dict]]:
+    """Datastore ``{"image", "label"}`` pairs -> a LECL datalist (the label is the stack's point-label volume):
+    the last ``max(1, round(n * validation_fraction))`` stacks by name validate, the others train."""
+    if len(entries) < 2:
+        raise input_error("datastore (final labels)", f"{len(entries)} stack(s) with clicks saved as final labels",
+                          "click the nuclei of at least 2 stacks and save them (one is held out for validation)")
+    if not 0 < validation_fraction < 1:
+        raise input_error("request: validation_fraction", f"got {validation_fraction}", "give a value in (0, 1)")
+    pairs = sorted(({"image": e["image"], "points": e["label"]} for e in entries), key=lambda e: e["image"])
+    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * validation_fraction)))
+    return {"training": pairs[:-n_val], "validation": pairs[-n_val:]}
+
+
+class LECLTrainTask(TrainTask):
+    """Training from the clicks in the datastore (``train.json``; see module doc).
+
+    Args:
+        bundle_root: the bundle folder (``configs/``).
+        model_dir: where runs and the published ``model.pt`` go.
+        config: defaults for the request keys of :data:`TRAIN_KEYS`.
+    """
+
+    def __init__(self, bundle_root, model_dir, config: Mapping | None = None):
+        super().__init__("LECL training from point labels (clicks) saved in the datastore")
+        self.bundle_root, self.model_dir = Path(bundle_root), Path(model_dir)
+        self._config = {**TRAIN_KEYS, **(config or {})}
+
+    def config(self) -> dict:
+        return dict(self._config)
+
+    def stats(self) -> dict:
+        path = self.model_dir / TRAIN_STATS_NAME
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def __call__(self, request, datastore) -> dict:
+        start = time.time()
+        opts = _typed({**self._config, **request}, TRAIN_KEYS)
+        if opts["epochs"] < 1 or opts["patches_per_epoch"] < 1:
+            raise input_error("request: epochs / patches_per_epoch", f"got {opts['epochs']} / "
+                              f"{opts['patches_per_epoch']}", "give at least 1 of each")
+        datalist = split_labelled(datastore.datalist(), opts["validation_fraction"])
+        run_dir = self.model_dir / time.strftime("train_%Y%m%d_%H%M%S")
+        run_dir.mkdir(parents=True, exist_ok=False)
+        write_json(run_dir / "datalist.json", datalist)
+        configs = ("train.json", "quick.json") if opts["compact"] else ("train.json",)
+        common = {"bundle_root": str(run_dir), "datalist": str(run_dir / "datalist.json"), "epochs": opts["epochs"],
+                  "patches_per_epoch": opts["patches_per_epoch"], "val_interval": max(1, opts["epochs"] // 4),
+                  "learning_rate": opts["learning_rate"], "seed": opts["seed"],
+                  "lr_step_epochs": max(1, (3 * opts["epochs"]) // 4),
+                  "contrast_start_epoch": min(opts["epochs"], max(1, opts["epochs"] // 4)),
+                  "allow_suspicious_input": opts["allow_suspicious_input"]}
+        start_model = current_model(self.bundle_root, self.model_dir) if opts["fine_tune"] else None
+        if start_model is not None:
+            from ..networks import read_model_description
+
+            described = read_model_description(start_model)
+            common.update(width=described.width, proj_dim=described.proj_dim, patch_size=described.patch_size)
+            run_bundle("training", *configs, bundle_dir=self.bundle_root, stage=1,
+                       init_checkpoint=str(start_model.resolve()), **common)
+        else:
+            for stage in (0, 1):
+                run_bundle("training", *configs, bundle_dir=self.bundle_root, stage=stage, **common)
+        best = run_dir / "models" / MODEL_NAME
+        if not best.is_file():
+            raise RuntimeError(f"training in {run_dir} ended without a best model ({best}); see its log")
+        published = self.model_dir / MODEL_NAME
+        with atomic_path(published) as tmp:
+            shutil.copyfile(best, tmp)
+        stats = {"model": str(published), "run_dir": str(run_dir), "started_from": str(start_model or "scratch"),
+                 "training_stacks": len(datalist["training"]), "validation_stacks": len(datalist["validation"]),
+                 "settings": opts, "seconds": round(time.time() - start, 1),
+                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_json(self.model_dir / TRAIN_STATS_NAME, stats)
+        logger.info(f"LECL training done: {published} (run folder {run_dir})")
+        return stats

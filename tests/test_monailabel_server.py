@@ -1,0 +1,176 @@
+"""The MONAI Label app, for real: ``monailabel start_server`` on 127.0.0.1 with the bundle's app and a studies folder
+of synthetic stacks; ``/info/``, ``/infer/lecl``, a point-label volume uploaded through ``/datastore/label``,
+``/train/lecl`` for one short epoch, then the server is stopped by its PID. Needs the ``label`` extra
+(``pip install -e ".[test,label]"``, as CI installs); skipped with that reason in the core install."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("monailabel", reason="MONAI Label is not installed: pip install -e \".[test,label]\"")
+requests = pytest.importorskip("requests")
+
+from conftest import REPO  # noqa: E402
+
+from lecl_transforms.apps.monailabel_tasks import split_labelled  # noqa: E402
+
+BUNDLE = REPO / "bundle"
+SHIPPED = BUNDLE / "models" / "model.pt"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _point_volume(points_csv: Path, shape, path: Path) -> Path:
+    """The points contract as a label volume: 1/2 at each clicked voxel (what a MONAI Label client saves)."""
+    import tifffile
+
+    volume = np.zeros(shape, np.uint8)
+    with open(points_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            volume[int(row["z"]), int(row["y"]), int(row["x"])] = 2 if row["label"] in ("2", "positive") else 1
+    tifffile.imwrite(path, volume, imagej=True, metadata={"axes": "ZYX"})
+    return path
+
+
+def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"monailabel start_server exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            r = requests.get(url, timeout=5)
+            if r.ok:
+                return r.json()
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"the server did not answer {url} within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def test_split_labelled_holds_out_the_last_stacks_and_needs_two():
+    entries = [{"image": f"/s/{n}.tif", "label": f"/s/labels/final/{n}.tif"} for n in ("c", "a", "b", "d", "e")]
+    split = split_labelled(entries, 0.2)
+    assert [e["image"] for e in split["training"]] == ["/s/a.tif", "/s/b.tif", "/s/c.tif", "/s/d.tif"]
+    assert split["validation"] == [{"image": "/s/e.tif", "points": "/s/labels/final/e.tif"}]
+    assert len(split_labelled(entries[:2], 0.9)["training"]) == 1  # never all held out
+    with pytest.raises(ValueError, match="at least 2 stacks"):
+        split_labelled(entries[:1], 0.2)
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/model.pt is not in this checkout")
+def test_monailabel_server_infers_uploads_and_trains(tmp_path):
+    import tifffile
+
+    from lecl_transforms.data.synthetic import REGIMES
+    from lecl_transforms.data.synthetic_dataset import write_dataset
+
+    datalist = json.loads(write_dataset(tmp_path / "data", 3, seed=5, cfg=REGIMES["dense"]).read_text())
+    entries = [e for section in ("training", "validation", "test") for e in datalist.get(section, [])]
+    data = tmp_path / "data"
+    studies = tmp_path / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    ids = []
+    for entry in entries:
+        shutil.copy(data / entry["image"], studies)
+        ids.append(Path(entry["image"]).stem)
+    shapes = {i: tifffile.imread(studies / f"{i}.tif").shape for i in ids}  # (Z, C, Y, X) ImageJ order
+    zyx = {i: (s[0], s[2], s[3]) for i, s in shapes.items()}
+    # one stack arrives labelled on disk, one through the API, one is left for inference
+    _point_volume(data / entries[0]["points"], zyx[ids[0]], studies / "labels" / "final" / f"{ids[0]}.tif")
+    upload = _point_volume(data / entries[1]["points"], zyx[ids[1]], tmp_path / f"{ids[1]}_clicks.tif")
+
+    app = tmp_path / "app"  # a copy: the server creates model/, logs/, lib/ and bin/ in its app folder
+    app.mkdir()
+    shutil.copy(BUNDLE / "monailabel" / "main.py", app)
+    port = _free_port()
+    log = tmp_path / "server.log"
+    cmd = [str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(app), "--studies",
+           str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "bundle", str(BUNDLE)]
+    env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(tmp_path / "sessions"), "PYTHONWARNINGS": "ignore",
+           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    base = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                start_new_session=True)
+    try:
+        info = _wait_for(f"{base}/info/", proc, log, timeout=180)
+        assert "lecl" in info["models"] and "lecl" in info["trainers"]
+        assert info["models"]["lecl"]["labels"] == {"marker-negative nucleus": 1, "marker-positive nucleus": 2}
+        assert info["models"]["lecl"]["dimension"] == 3
+
+        # inference on the unlabelled stack: the label volume on its grid and every nucleus with its class
+        r = requests.post(f"{base}/infer/lecl", params={"image": ids[2], "output": "all"}, timeout=300)
+        assert r.ok, r.text[-2000:]
+        from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+        parts = {p.headers[b"Content-Disposition"].split(b'name="')[1].split(b'"')[0].decode(): p
+                 for p in MultipartDecoder(r.content, r.headers["Content-Type"]).parts}
+        result = json.loads(parts["params"].content)
+        (tmp_path / "label.tif").write_bytes(parts["image"].content)
+        classes = tifffile.imread(tmp_path / "label.tif")
+        assert classes.shape == zyx[ids[2]]
+        assert set(np.unique(classes)) <= {0, 1, 2} and {1, 2} <= set(np.unique(classes))
+        with open(data / entries[2]["nuclei"], newline="") as f:
+            true_count = sum(1 for _ in csv.DictReader(f))
+        found = result["counts"]["nuclei"]
+        print(f"nuclei found {found}, true {true_count}")
+        assert abs(found - true_count) <= 0.25 * true_count, (found, true_count)
+        assert {(row["label"], row["class"]) for row in result["nuclei"]} == {(1, "marker-negative"),
+                                                                               (2, "marker-positive")}
+        assert len(result["nuclei"]) == found
+        assert result["model"] == str(SHIPPED.resolve())
+        assert {"id", "z", "y", "x", "z_um", "score"} <= set(result["nuclei"][0])
+
+        # clicks uploaded as a point-label volume become training data
+        with open(upload, "rb") as f:
+            r = requests.put(f"{base}/datastore/label", params={"image": ids[1], "tag": "final"},
+                             files={"label": (upload.name, f, "image/tiff")}, timeout=60)
+        assert r.ok, r.text[-2000:]
+        saved = studies / "labels" / "final" / f"{ids[1]}.tif"
+        np.testing.assert_array_equal(tifffile.imread(saved), tifffile.imread(upload))
+
+        shipped_bytes = SHIPPED.read_bytes()
+        r = requests.post(f"{base}/train/lecl", json={"epochs": 1, "patches_per_epoch": 8}, timeout=60)
+        assert r.ok, r.text[-2000:]
+        deadline = time.time() + 420
+        while True:
+            status = requests.get(f"{base}/train/", timeout=30).json()
+            if status.get("status") in ("DONE", "ERROR") or time.time() > deadline:
+                break
+            time.sleep(3)
+        assert status.get("status") == "DONE", json.dumps(status)[-3000:]
+        new_model = app / "model" / "model.pt"
+        assert new_model.is_file()
+        stats = json.loads((app / "model" / "train_stats.json").read_text())
+        assert stats["training_stacks"] == 1 and stats["validation_stacks"] == 1
+        assert stats["started_from"] == str(SHIPPED.resolve())
+        assert SHIPPED.read_bytes() == shipped_bytes  # the shipped weights are never modified
+
+        # the next inference uses the new model
+        r = requests.post(f"{base}/infer/lecl", params={"image": ids[2], "output": "json"},
+                          data={"params": json.dumps({"label_volume": "instances"})}, timeout=300)
+        assert r.ok, r.text[-2000:]
+        assert r.json()["model"] == str(new_model) and r.json()["label_volume"] == "instances"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server by its PID (its process group: training children too)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
