@@ -73,6 +73,53 @@ def test_split_labelled_holds_out_the_last_stacks_and_needs_two():
         split_labelled(entries[:1], 0.2)
 
 
+def test_request_values_typed_as_clients_send_them():
+    from lecl_transforms.apps.monailabel_tasks import TRAIN_KEYS, _typed
+
+    got = _typed({"epochs": "3", "fine_tune": "false", "learning_rate": "0.01", "model": "lecl"}, TRAIN_KEYS)
+    assert got["epochs"] == 3 and got["fine_tune"] is False and got["learning_rate"] == 0.01
+    assert got["patches_per_epoch"] == TRAIN_KEYS["patches_per_epoch"] and "model" not in got
+    with pytest.raises(ValueError, match="request: epochs"):
+        _typed({"epochs": "many"}, TRAIN_KEYS)
+    with pytest.raises(ValueError, match="fine_tune"):
+        _typed({"fine_tune": "perhaps"}, TRAIN_KEYS)
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/model.pt is not in this checkout")
+def test_infer_task_answers_a_nifti_stack_in_nifti_on_its_grid(tmp_path):
+    """A NIfTI stack (X, Y, Z, C) gets its label volume back as NIfTI with the stack's affine and axes, equal to
+    the TIFF label of the same stack."""
+    import dataclasses
+
+    import nibabel as nib
+    import tifffile
+
+    from lecl_transforms.apps.monailabel_tasks import LECLInferTask
+    from lecl_transforms.data.synthetic import REGIMES
+    from lecl_transforms.data.synthetic_dataset import write_dataset
+
+    data = write_dataset(tmp_path / "data", 1, seed=4, cfg=dataclasses.replace(REGIMES["dense"], size_yx=96))
+    tif = data.parent / json.loads(data.read_text())["training"][0]["image"]
+    zcyx = tifffile.imread(tif)
+    affine = np.diag([0.5, 0.5, 2.25, 1.0])
+    affine[:3, 3] = (10.0, -4.0, 3.0)
+    nii = tmp_path / "stack.nii.gz"
+    img = nib.Nifti1Image(np.ascontiguousarray(zcyx.transpose(3, 2, 0, 1)), affine)
+    img.header.set_xyzt_units("micron")
+    nib.save(img, str(nii))
+    task = LECLInferTask(BUNDLE, tmp_path / "model")
+    tif_file, tif_json = task({"image": str(tif)})
+    nii_file, nii_json = task({"image": str(nii)})
+    try:
+        assert tif_file.endswith(".tif") and nii_file.endswith(".nii.gz")
+        back = nib.load(nii_file)
+        np.testing.assert_allclose(back.affine, affine)
+        np.testing.assert_array_equal(np.asarray(back.dataobj).transpose(2, 1, 0), tifffile.imread(tif_file))
+        assert nii_json["counts"] == tif_json["counts"] and tif_json["counts"]["nuclei"] > 5
+    finally:
+        os.unlink(tif_file), os.unlink(nii_file)
+
+
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/model.pt is not in this checkout")
 def test_monailabel_server_infers_uploads_and_trains(tmp_path):
     import tifffile
@@ -102,8 +149,12 @@ def test_monailabel_server_infers_uploads_and_trains(tmp_path):
     log = tmp_path / "server.log"
     cmd = [str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(app), "--studies",
            str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "bundle", str(BUNDLE)]
+    # offline: any HTTP(S) request the server made would go to a dead proxy and fail (only loopback is direct)
+    dead_proxy = "http://127.0.0.1:9"
     env = {**os.environ, "MONAI_LABEL_SESSION_PATH": str(tmp_path / "sessions"), "PYTHONWARNINGS": "ignore",
-           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "HTTP_PROXY": dead_proxy, "HTTPS_PROXY": dead_proxy,
+           "http_proxy": dead_proxy, "https_proxy": dead_proxy, "NO_PROXY": "127.0.0.1,localhost",
+           "no_proxy": "127.0.0.1,localhost"}
     base = f"http://127.0.0.1:{port}"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
