@@ -227,7 +227,9 @@ class LECLTrainTask(TrainTask):
                   "learning_rate": opts["learning_rate"], "seed": opts["seed"],
                   "lr_step_epochs": max(1, (3 * opts["epochs"]) // 4),
                   "contrast_start_epoch": min(opts["epochs"], max(1, opts["epochs"] // 4)),
-                  "allow_suspicious_input": opts["allow_suspicious_input"]}
+                  "allow_suspicious_input": opts["allow_suspicious_input"],
+                  # the best epoch by the whole inference path: the click F1 stays high while it can drop
+                  "val_inference_metrics": True, "val_key_metric": "val_stack_macro_f1"}
         start_model = current_model(self.bundle_root, self.model_dir) if opts["fine_tune"] else None
         if start_model is not None:
             from ..networks import read_model_description
