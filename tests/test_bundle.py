@@ -180,3 +180,13 @@ def test_bundle_runs_from_a_copy_with_the_package_from_a_built_wheel(tmp_path):
                         "--patches_per_epoch", "8", cwd=bundle, env=env)
     assert train.returncode == 0, train.stderr[-3000:]
     assert (bundle / "models" / "stage0" / "model.pt").is_file()
+    # the lecl commands from elsewhere: a clear error, then the bundle named by LECL_BUNDLE
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lecl = [sys.executable, "-m", "lecl_transforms", "predict", "--image", str(stack), "--out", "pred2"]
+    run = subprocess.run(lecl, capture_output=True, text=True, cwd=elsewhere, env={**os.environ, **env})
+    assert run.returncode != 0 and "LECL_BUNDLE" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+    run = subprocess.run(lecl, capture_output=True, text=True, cwd=elsewhere,
+                         env={**os.environ, **env, "LECL_BUNDLE": str(bundle)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (elsewhere / "pred2" / "predict_summary.json").is_file()

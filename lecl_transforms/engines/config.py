@@ -58,10 +58,16 @@ def check_choice(value: Any, choices, name: str) -> Any:
     return value
 
 
+#: environment variable naming the bundle folder for ``lecl`` run from anywhere (e.g. with the package from a wheel)
+BUNDLE_ENV = "LECL_BUNDLE"
+
+
 def default_bundle_root() -> str:
-    """The bundle folder: the working directory when it is one (zoo style), ``./bundle`` when run from this
-    repository's root, else the ``bundle`` folder next to the installed package."""
+    """The bundle folder: ``$LECL_BUNDLE`` when set, else the working directory when it is one (zoo style),
+    ``./bundle`` when run from this repository's root, else the ``bundle`` folder next to the installed package."""
     cwd = Path.cwd()
+    if os.environ.get(BUNDLE_ENV):
+        return str(Path(os.environ[BUNDLE_ENV]).resolve())
     for candidate in (cwd, cwd / "bundle", Path(__file__).resolve().parents[2] / "bundle"):
         if (candidate / "configs" / "metadata.json").is_file():
             return str(candidate)

@@ -9,10 +9,16 @@ __all__ = ["configs_dir", "run_bundle"]
 
 
 def configs_dir() -> Path:
-    """The bundle's ``configs`` folder (see :func:`~lecl_transforms.engines.default_bundle_root`)."""
-    from ..engines.config import default_bundle_root
+    """The bundle's ``configs`` folder (see :func:`~lecl_transforms.engines.default_bundle_root`); a clear error when
+    there is none (``lecl`` run outside a bundle with the package installed from a wheel)."""
+    from ..engines.config import BUNDLE_ENV, default_bundle_root
+    from ..errors import input_error
 
-    return Path(default_bundle_root()) / "configs"
+    configs = Path(default_bundle_root()) / "configs"
+    if not (configs / "metadata.json").is_file():
+        raise input_error(configs, "no bundle configs here (the lecl commands run the bundle's configs)",
+                          f"run lecl from the bundle folder or the repository root, or set {BUNDLE_ENV}=/path/to/bundle")
+    return configs
 
 
 def run_bundle(run_id: str, *config_names: str, configure_logging: bool = True, bundle_dir=None,
