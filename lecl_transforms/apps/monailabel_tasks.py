@@ -7,15 +7,16 @@ in the model zoo or downloaded (MONAI Label's own bundle app checks the zoo's li
 
 * **Infer** (``/infer/lecl``): the label volume of the stack, on its grid: ``classes`` (0 background, 1
   marker-negative, 2 marker-positive; the default) or ``instances`` (one id per nucleus; request key
-  ``label_volume``), as TIFF for TIFF stacks
-  and NIfTI (the stack's affine) for NIfTI stacks; the result JSON holds every nucleus (the rows of
-  ``STEM_pred.csv``: id, z, y, x, label, score, z range, area, um coordinates) and the counts.
+  ``label_volume``), as TIFF for TIFF stacks and NIfTI (the stack's affine) for NIfTI stacks; the result JSON holds
+  every nucleus (the rows of ``STEM_pred.csv``: id, z, y, x, label, score, z range, area, um coordinates, and the
+  class name) and the counts.
 * **Train** (``/train/lecl``): every stack with a *final* label in the datastore is training data; its label is a
   point-label volume on the stack's grid (the points contract: 1 = marker-negative, 2 = marker-positive at each
   clicked voxel; a few painted voxels per click are one click), which is what any MONAI Label client saves when a
   person clicks nuclei. A share of the labelled stacks (at least one) is held out for validation. By default the
-  current model is fine-tuned (stage 2 of the paper, all layers); ``fine_tune false`` trains both stages from
-  scratch. The best model is published as ``MODEL_DIR/model.pt`` (the infer task uses it from the next request on);
+  current model is fine-tuned (the paper's second stage, ``stage 1``: all layers); ``fine_tune false`` trains both
+  stages from scratch. The best epoch is picked by the macro F1 of the whole inference path on the validation
+  stacks. The best model is published as ``MODEL_DIR/model.pt`` (the infer task uses it from the next request on);
   every run keeps its own folder ``MODEL_DIR/train_<time>/`` with checkpoints and MLflow runs. The shipped
   ``bundle/models/model.pt`` is never modified.
 """
