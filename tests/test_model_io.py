@@ -60,3 +60,17 @@ def test_bad_checkpoints_are_named_with_a_fix(tmp_path):
     torch.save({"model": net.state_dict(), "lecl_model": wrong.state_dict()}, tmp_path / "mixed.pt")
     with pytest.raises(LECLInputError, match="weights of another shape"):
         load_model(tmp_path / "mixed.pt")
+
+
+def test_init_weights_of_another_width_name_the_widths_to_use(tmp_path):
+    """Fine-tuning (``init_checkpoint``) a network built at another width than the checkpoint: the message says which
+    width, embedding and patch size to build instead."""
+    from lecl_transforms.networks import load_weights
+
+    trained = HoVerNetSCL(width=0.125)
+    description = ModelDescription.of(trained, 128)
+    torch.save({"model": trained.state_dict(), "lecl_model": description.state_dict()}, tmp_path / "model.pt")
+    with pytest.raises(LECLInputError, match=r"(?s)width 0\.125 and proj_dim 32.*width 0\.25.*--width 0\.125 --proj_dim 32 "
+                                             r"--patch_size 128"):
+        load_weights(HoVerNetSCL(width=0.25), tmp_path / "model.pt")
+    assert load_weights(HoVerNetSCL(width=0.125), tmp_path / "model.pt") is not None

@@ -142,7 +142,15 @@ def read_model_description(checkpoint, width=None, proj_dim=None, patch_size=Non
 def load_weights(network: torch.nn.Module, checkpoint) -> torch.nn.Module:
     """Load ``checkpoint``'s weights into ``network`` (built from its description); a checkpoint of another
     architecture is a clear error. The projection head may be absent (MONAI HoVerNet weights)."""
-    state, _ = _read_checkpoint(checkpoint)
+    state, description = _read_checkpoint(checkpoint)
+    own = getattr(network, "width", None), getattr(network, "proj_dim", None)
+    if description and own[0] is not None and (description.get("width"), description.get("proj_dim")) != own:
+        raise input_error(f"checkpoint {checkpoint}",
+                          f"was trained with width {description.get('width')} and proj_dim "
+                          f"{description.get('proj_dim')}, this network has width {own[0]} and proj_dim {own[1]}",
+                          f"build the network as the checkpoint (e.g. --width {description.get('width')} --proj_dim "
+                          f"{description.get('proj_dim')} --patch_size {description.get('patch_size')}), or give "
+                          "another checkpoint")
     _check_shapes(network, state, checkpoint)
     missing, unexpected = network.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("projection_head.")]
