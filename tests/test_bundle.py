@@ -80,12 +80,10 @@ def test_metadata_describes_the_real_tensors():
     x = torch.rand(1, image["num_channels"], 64, 64)
     with torch.no_grad():
         out = net(x)
-    names = {"nucleus_prediction": "nucleus_prediction", "horizontal_vertical": "horizontal_vertical",
-             "type_prediction": "type_prediction"}
-    for key, tensor_name in names.items():
-        channels = out[tensor_name].shape[1]
-        assert fmt["outputs"][key]["num_channels"] == channels == len(fmt["outputs"][key]["channel_def"])
-        assert out[tensor_name].shape[-2:] == (64, 64)
+    assert set(fmt["outputs"]) == set(out)  # the metadata's output names are the network's output keys
+    for name, tensor in out.items():
+        assert fmt["outputs"][name]["num_channels"] == tensor.shape[1] == len(fmt["outputs"][name]["channel_def"])
+        assert tensor.shape[-2:] == (64, 64)
 
 
 def test_logging_conf_loads():
