@@ -1,92 +1,43 @@
 """LECL transforms: MONAI transforms and tools for nuclei detection and marker classification in 3D IF stacks
 trained from point annotations (pseudo-labels, EMIP, HoVer-Net targets, synthetic data).
 
-Subpackages follow MONAI's own lines: ``data`` (reader, points, datalists, synthetic generator), ``transforms``
-(array + dictionary twins; kernels in ``transforms.functional``), ``networks``, ``losses``, ``inferers``, ``engines``,
-``metrics``
-and ``tools`` (the ``lecl`` command line and ``lecl prepare``).
+Subpackages follow MONAI's own lines, in layers that import only downwards (``ARCHITECTURE.md``): ``errors`` and
+``utils`` (the bottom layer); ``data``, ``transforms`` (array + dictionary twins; kernels in
+``transforms.functional``) and ``visualize``; ``networks`` and ``losses``; ``inferers``, ``engines``, ``metrics`` and
+``handlers``; ``apps`` and ``tools`` (the ``lecl`` command line) on top.
+
+The names below are importable from the package root (``lecl_transforms.IFStackReader``, as the bundle configs write
+them). They are loaded on first use, so ``lecl --help`` does not pay for importing MONAI and torch.
 """
 
-from .data import (
-    NEGATIVE,
-    POSITIVE,
-    REGIMES,
-    IFStackReader,
-    LoadPoints,
-    LoadPointsd,
-    SynthConfig,
-    generate_stack,
-    load_datalist,
-    read_points,
-    read_stack,
-    write_dataset,
-)
-from .errors import LECLInputError
-from .tools.prepare import prepare_datalist
-from .transforms import (
-    RULES,
-    ChannelComposite,
-    ChannelComposited,
-    ExtendedMIP,
-    ExtendedMIPd,
-    HoVerNetTargets,
-    HoVerNetTargetsd,
-    MaxIntensityProjection,
-    MaxIntensityProjectiond,
-    NucleiMarkerChannels,
-    NucleiMarkerChannelsd,
-    NucleiMask3D,
-    NucleiMask3Dd,
-    PointDistanceMap,
-    PointDistanceMapd,
-    PseudoLabelRules,
-    SliceSets,
-    SliceSetsd,
-    ThreeRegionLabel,
-    ThreeRegionLabeld,
-    VoronoiCells,
-    VoronoiCellsd,
-    pseudo_label_transforms,
-)
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "LECLInputError",
-    "IFStackReader",
-    "read_stack",
-    "NucleiMarkerChannels",
-    "NucleiMarkerChannelsd",
-    "LoadPoints",
-    "LoadPointsd",
-    "read_points",
-    "load_datalist",
-    "NEGATIVE",
-    "POSITIVE",
-    "SynthConfig",
-    "REGIMES",
-    "generate_stack",
-    "write_dataset",
-    "RULES",
-    "PseudoLabelRules",
-    "pseudo_label_transforms",
-    "prepare_datalist",
-    "PointDistanceMap",
-    "PointDistanceMapd",
-    "NucleiMask3D",
-    "NucleiMask3Dd",
-    "VoronoiCells",
-    "VoronoiCellsd",
-    "SliceSets",
-    "SliceSetsd",
-    "ExtendedMIP",
-    "ExtendedMIPd",
-    "MaxIntensityProjection",
-    "MaxIntensityProjectiond",
-    "ChannelComposite",
-    "ChannelComposited",
-    "ThreeRegionLabel",
-    "ThreeRegionLabeld",
-    "HoVerNetTargets",
-    "HoVerNetTargetsd",
-]
+#: public name -> the subpackage that defines it
+_EXPORTS = {
+    "LECLInputError": "errors",
+    **dict.fromkeys(("IFStackReader", "read_stack", "LoadPoints", "LoadPointsd", "read_points", "load_datalist",
+                     "NEGATIVE", "POSITIVE", "SynthConfig", "REGIMES", "generate_stack", "write_dataset"), "data"),
+    **dict.fromkeys(("RULES", "PseudoLabelRules", "pseudo_label_transforms", "NucleiMarkerChannels",
+                     "NucleiMarkerChannelsd", "PointDistanceMap", "PointDistanceMapd", "NucleiMask3D", "NucleiMask3Dd",
+                     "VoronoiCells", "VoronoiCellsd", "SliceSets", "SliceSetsd", "ExtendedMIP", "ExtendedMIPd",
+                     "MaxIntensityProjection", "MaxIntensityProjectiond", "ChannelComposite", "ChannelComposited",
+                     "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd"), "transforms"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -216,7 +216,7 @@ def test_flags_reach_the_pipeline(synth_dir, tmp_path, monkeypatch):
 def test_two_stacks_with_one_name_are_refused_before_any_output():
     """Outputs are named after the stack: ``a/x.tif`` and ``b/x.nii.gz`` would write the same files."""
     from lecl_transforms import LECLInputError
-    from lecl_transforms.tools.prepare import unique_stems
+    from lecl_transforms.utils import unique_stems
 
     assert unique_stems(["d/a.ome.tif", "d/b.nii.gz", "d/c.tiff"]) == ["a", "b", "c"]
     with pytest.raises(LECLInputError, match="same name 'x' as a/x.tif"):

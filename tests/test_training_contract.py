@@ -11,7 +11,8 @@ from conftest import REPO
 
 from lecl_transforms import LECLInputError
 from lecl_transforms.data import paper_patches_per_epoch, tiles_per_image
-from lecl_transforms.engines import cache_split, flag, optional, resolve_patches_per_epoch
+from lecl_transforms.engines import cache_split, resolve_patches_per_epoch
+from lecl_transforms.utils import flag, optional
 from lecl_transforms.errors import find_input_error
 
 CONFIGS = REPO / "bundle" / "configs"

@@ -37,10 +37,11 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
 from ..data.points import POSITIVE
-from ..data.prediction_writer import atomic_path, write_json
-from ..data.reader import NIFTI_SUFFIXES
 from ..errors import input_error
 from ..tools.bundle import run_bundle
+from ..utils.files import atomic_path, write_json
+from ..utils.names import NIFTI_SUFFIXES
+from ..utils.values import flag
 
 __all__ = ["LECLInferTask", "LECLTrainTask", "bundle_labels", "bundle_metadata", "current_model", "split_labelled", "MODEL_NAME",
            "TRAIN_STATS_NAME"]
@@ -83,8 +84,6 @@ def current_model(bundle_root, model_dir) -> Path:
 
 def _typed(request: Mapping, defaults: Mapping) -> dict:
     """The keys of ``defaults`` from ``request`` (clients send text too: ``"false"``, ``"0.6"``) in their types."""
-    from ..engines.config import flag
-
     values = {}
     for key, default in defaults.items():
         if key not in request or request[key] is None:

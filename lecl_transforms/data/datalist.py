@@ -11,6 +11,7 @@ from pathlib import Path
 from monai.config import PathLike
 
 from ..errors import input_error
+from ..utils.names import decode_text
 
 __all__ = [
     "read_datalist_json",
@@ -20,27 +21,13 @@ __all__ = [
 
 
 # -- datalist -----------------------------------------------------------------------------------------------------------
-def _decode_text(raw: bytes, path, kind: str, fix: str) -> str:
-    """Text of a user file: UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252 (files saved on Windows)."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        encodings = ("utf-16",)
-    else:
-        encodings = ("utf-8-sig", "cp1252")
-    for encoding in encodings:
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise input_error(path, f"the {kind} is neither UTF-8 nor Windows (cp1252) text", fix)
-
-
 def read_datalist_json(path) -> object:
     """Decoded content of a datalist JSON (UTF-8 with or without BOM, or cp1252); every problem as a message naming
     the file."""
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "datalist not found", "give the path of the datalist JSON (lecl synth writes one)")
-    text = _decode_text(path.read_bytes(), path, "datalist", "save the datalist as UTF-8 text")
+    text = decode_text(path.read_bytes(), path, "datalist", "save the datalist as UTF-8 text")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -17,8 +17,8 @@ from monai.utils import TransformBackends
 from scipy import ndimage
 
 from ..errors import input_error
-from .datalist import _decode_text
-from .reader import NIFTI_SUFFIXES, TIFF_SUFFIXES, IFStackReader, _StackFile
+from ..utils.names import NIFTI_SUFFIXES, TIFF_SUFFIXES, decode_text
+from .reader import IFStackReader
 
 __all__ = [
     "read_points",
@@ -60,7 +60,7 @@ def read_points(path: PathLike, shape: Sequence[int] | None = None) -> tuple[np.
 
 def _read_points_csv(path: Path):
     # Excel and other Windows tools save cp1252 (e.g. an "é" in a comment column): decode rather than crash
-    text = _decode_text(path.read_bytes(), path, "points CSV", "save the CSV as UTF-8 (Excel: CSV UTF-8)")
+    text = decode_text(path.read_bytes(), path, "points CSV", "save the CSV as UTF-8 (Excel: CSV UTF-8)")
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as e:  # e.g. NUL bytes: a spreadsheet or binary file renamed .csv
@@ -104,7 +104,8 @@ def _read_points_csv(path: Path):
 
 
 def _read_points_volume(path: Path, shape):
-    vol, _ = IFStackReader(min_channels=1, require_spacing=False, check_values=False).get_data(_StackFile(path))
+    reader = IFStackReader(min_channels=1, require_spacing=False, check_values=False)
+    vol, _ = reader.get_data(reader.read(path))
     if vol.shape[0] != 1:
         raise input_error(path, f"a point-label volume must have one channel, got {vol.shape[0]}", "save one channel")
     vol = vol[0]

@@ -24,11 +24,8 @@ interrupted run never leaves a half-written file under a final name.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +33,11 @@ from monai.utils import convert_data_type
 from scipy import ndimage
 
 from ..errors import input_error
+from ..utils.files import atomic_path, write_json
 
 __all__ = [
     "write_predictions",
     "write_run_summary",
-    "write_json",
-    "atomic_path",
     "instance_dtype",
     "largest_slices",
     "qc_picture",
@@ -68,47 +64,6 @@ CLASS_NAMES = {1: "Negative", 2: "Positive"}
 _UINT16_LIMIT = 65535  # ids from here on need uint32
 _TITLE_BACKGROUND = (24, 24, 24)
 _TITLE_TEXT = (255, 255, 255)
-
-
-# -- writing files safely ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """A fresh hidden temporary path beside ``final`` (same suffix, so writers that go by the extension still work);
-    renamed onto ``final`` when the block succeeds, deleted when it fails."""
-    final = Path(final)
-    tmp = final.with_name(f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}")
-    # created with the default permissions (umask applies), unlike mkstemp's 0600: lab members must read the results
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # the data are on disk before the name points at them
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def write_json(path, content) -> Path:
-    """Write ``content`` as indented JSON to ``path`` atomically (readers never see half a file); numpy values and
-    paths are converted."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(content, indent=2, default=_json_default) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
 
 
 def write_run_summary(out_dir, summary: dict, name: str = "predict_summary.json") -> Path:

@@ -15,12 +15,10 @@ from monai.data.utils import is_supported_format
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from ..errors import input_error
+from ..utils.names import NIFTI_SUFFIXES, TIFF_SUFFIXES
 from .tiff_metadata import imagej_spacing, ome_spacing, read_tiff_series, um_per
 
-__all__ = ["IFStackReader", "read_stack", "source_of", "tiff_spacing", "nifti_spacing", "TIFF_SUFFIXES", "NIFTI_SUFFIXES"]
-
-TIFF_SUFFIXES = ("tif", "tiff")
-NIFTI_SUFFIXES = ("nii", "nii.gz")
+__all__ = ["IFStackReader", "read_stack", "source_of", "tiff_spacing", "nifti_spacing"]
 
 
 class _StackFile:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import input_error
+from ..utils.files import check_out_dir, make_dirs, remove_empty_dirs, remove_stale, write_manifest
 from .synthetic import REGIMES, SynthConfig, generate_stack
 
 __all__ = [
@@ -97,7 +98,6 @@ def write_dataset(out_dir, n_images: int = 10, seed: int = 0, cfg: SynthConfig =
     synthetic set, and an earlier set unless ``overwrite``. Everything is generated into a hidden staging folder
     first: a failure (bad options, a stack without clicks) leaves ``out_dir`` as it was.
     """
-    from ..tools.outputs import check_out_dir, make_dirs, remove_empty_dirs, remove_stale, write_manifest
 
     check_synth_options(cfg, n_images, seed)
     out = Path(out_dir)

@@ -1,15 +1,15 @@
 """Engine pieces of the bundle beyond MONAI's stock components: the trainer, config helpers that read
-command-line values as users mean them, checks before any work, the training plan in the log, and the
+checks before any work, the training plan in the log, and the
 stack predictor of inference."""
 
-from .config import check_choice, check_training_config, default_bundle_root, flag, guard_checkpoints, latest_checkpoint, optional, run_parameters
+from .config import BUNDLE_ENV, check_training_config, default_bundle_root, guard_checkpoints, latest_checkpoint, run_parameters
 from .plan import cache_split, log_training_plan, resolve_patches_per_epoch, training_plan
 from .predictor import PREDICT_MANIFEST, SUMMARY_NAME, StackPredictor, inference_entries
 from .preflight import SYNTHETIC, TrainingData, check_training_data, training_entries
 from .trainer import TARGET_KEYS, CompiledOrEager, LECLTrainer, PrepareTrainBatch, PrepareValBatch, loss_term_metrics, lower_is_better
 
 __all__ = [
-    "flag", "optional", "check_choice", "default_bundle_root", "check_training_config", "guard_checkpoints", "latest_checkpoint",
+    "BUNDLE_ENV", "default_bundle_root", "check_training_config", "guard_checkpoints", "latest_checkpoint",
     "run_parameters", "SYNTHETIC", "TrainingData", "training_entries", "check_training_data",
     "resolve_patches_per_epoch", "cache_split", "training_plan", "log_training_plan", "TARGET_KEYS", "LECLTrainer",
     "PrepareTrainBatch", "PrepareValBatch", "loss_term_metrics", "lower_is_better", "StackPredictor", "CompiledOrEager",

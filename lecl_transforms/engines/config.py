@@ -1,4 +1,4 @@
-"""Config helpers of the training bundle: command-line values as users mean them, the bundle folder, checkpoints
+"""Config helpers of the training bundle: the bundle folder, checkpoints
 that are never replaced by accident, early checks and run parameters."""
 
 from __future__ import annotations
@@ -14,49 +14,12 @@ import torch
 from ..errors import input_error
 
 __all__ = [
-    "flag",
-    "optional",
-    "check_choice",
     "default_bundle_root",
     "latest_checkpoint",
     "guard_checkpoints",
     "check_training_config",
     "run_parameters",
 ]
-
-# MONAI's command line passes lower-case words through as text ("--resume false" is the string 'false', which is
-# truthy) and "null" as the string 'null': every boolean and optional key of the configs goes through these two.
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0", ""}
-_NULL = {"null", "none", "~", ""}
-
-
-def flag(value: Any, name: str) -> bool:
-    """A boolean config value as the user meant it: ``True``/``False``, ``1``/``0`` and the words ``true``,
-    ``false``, ``yes``, ``no``, ``on``, ``off`` in any case; anything else is refused with a clear message."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise input_error(f"config: {name}", f"got {value!r}, which is not a yes/no value",
-                      f"give --{name} true or --{name} false")
-
-
-def optional(value: Any) -> Any:
-    """``None`` for ``null``/``None``/``none`` given as text on the command line; any other value unchanged."""
-    if isinstance(value, str) and value.strip().lower() in _NULL:
-        return None
-    return value
-
-
-def check_choice(value: Any, choices, name: str) -> Any:
-    """``value`` if it is one of ``choices``, else an error naming the config key and the choices."""
-    if value not in list(choices):
-        raise input_error(f"config: {name}", f"got {value!r}", f"use one of {list(choices)}")
-    return value
-
 
 #: environment variable naming the bundle folder for ``lecl`` run from anywhere (e.g. with the package from a wheel)
 BUNDLE_ENV = "LECL_BUNDLE"

@@ -9,7 +9,7 @@ from monai.transforms import Compose, RandomizableTrait, Transform
 
 from ..data.epochs import paper_patches_per_epoch
 from ..errors import input_error
-from .config import optional
+from ..utils.values import optional
 
 __all__ = ["resolve_patches_per_epoch", "cache_split", "training_plan", "log_training_plan"]
 

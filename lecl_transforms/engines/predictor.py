@@ -19,13 +19,14 @@ import torch
 
 from ..errors import LECLInputError, find_input_error, input_error
 from ..data.prediction_writer import PRED_FILE_SUFFIXES
-from .config import optional
+from ..utils.files import check_out_dir, make_dirs, remove_stale, write_manifest
+from ..utils.names import IMAGE_SUFFIXES, is_stack_file, unique_stems
+from ..utils.values import optional
 
-__all__ = ["inference_entries", "StackPredictor", "PREDICT_MANIFEST", "SUMMARY_NAME", "IMAGE_SUFFIXES"]
+__all__ = ["inference_entries", "StackPredictor", "PREDICT_MANIFEST", "SUMMARY_NAME"]
 
 PREDICT_MANIFEST = "lecl_predict.json"
 SUMMARY_NAME = "predict_summary.json"
-IMAGE_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
 logger = logging.getLogger(__name__)
 
 
@@ -49,7 +50,7 @@ def inference_entries(datalist=None, section: str = "test", image=None, input_di
         folder = Path(input_dir)
         if not folder.is_dir():
             raise input_error(f"input_dir {input_dir}", "is not a folder", "give the folder that holds the stacks")
-        found = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        found = sorted(p for p in folder.iterdir() if p.is_file() and is_stack_file(p))
         if not found:
             raise input_error(f"input_dir {input_dir}", f"holds no stack ({', '.join(IMAGE_SUFFIXES)})",
                               "give the folder of your TIFF/NIfTI stacks")
@@ -93,16 +94,12 @@ class StackPredictor:
     @cached_property
     def targets(self) -> list[Path]:
         """Every file this run may write: the outputs of each stack (named after it) and the summary."""
-        from ..tools.prepare import unique_stems
-
         stems = unique_stems(e["image"] for e in self.data)
         return [self.output_dir / f"{s}{suffix}" for s in stems for suffix in PRED_FILE_SUFFIXES.values()] + \
             [self.output_dir / SUMMARY_NAME]
 
     def check(self) -> dict | None:
         """Refuse an output folder that holds the inputs or files not written by ``lecl predict`` (writes nothing)."""
-        from ..tools.outputs import check_out_dir
-
         return check_out_dir(self.output_dir, command="lecl predict", manifest=PREDICT_MANIFEST,
                              overwrite=self.overwrite, inputs=[e["image"] for e in self.data],
                              targets=self.targets, option="output_dir (--out)")
@@ -123,7 +120,6 @@ class StackPredictor:
                 "files": {k: Path(v).name for k, v in d["pred_files"].items()}}
 
     def run(self) -> dict:
-        from ..tools.outputs import make_dirs, remove_stale, write_manifest
         from ..data.prediction_writer import write_run_summary
 
         rank, world = idist.get_rank(), idist.get_world_size()

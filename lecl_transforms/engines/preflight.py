@@ -19,7 +19,7 @@ from ..data.datalist import load_datalist
 from ..data.points import NEGATIVE, POSITIVE, read_points
 from ..data.reader import IFStackReader
 from ..errors import LECLInputError, input_error
-from .config import optional
+from ..utils.values import optional
 
 __all__ = ["SYNTHETIC", "training_entries", "TrainingData", "check_training_data"]
 

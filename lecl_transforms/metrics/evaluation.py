@@ -17,6 +17,8 @@ import numpy as np
 from monai.config import PathLike
 
 from ..errors import input_error
+from ..utils.files import atomic_path
+from ..utils.names import decode_text, stem_of
 from .detection import SCORE_NAMES, NucleusCounts, check_settings, counts_from_matches, match_nuclei, scores
 
 __all__ = ["read_prediction_csv", "evaluate_stack", "evaluate_predictions", "write_metrics"]
@@ -28,11 +30,10 @@ def read_prediction_csv(path: PathLike) -> dict[str, np.ndarray]:
     ``z_stop``), ``label`` ``(P,)`` int64 in {1, 2}. Needs the columns ``z, y, x, label``; without ``z_start`` /
     ``z_stop`` (a plain points CSV) each nucleus spans its centroid's nearest slice. A header without rows is a stack
     with no nucleus found."""
-    from ..data.datalist import _decode_text
     from ..data.points import POINT_LABELS
 
     path = Path(path)
-    text = _decode_text(path.read_bytes(), path, "prediction CSV", "save the CSV as UTF-8")
+    text = decode_text(path.read_bytes(), path, "prediction CSV", "save the CSV as UTF-8")
     try:
         rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
     except csv.Error as e:
@@ -152,7 +153,6 @@ def evaluate_predictions(
     Missing prediction files are reported together, in one error.
     """
     from ..data.datalist import load_datalist
-    from ..tools.prepare import stem_of
 
     pred_dir, datalist = Path(pred_dir), Path(datalist)
     if spacing is not None:
@@ -246,7 +246,6 @@ def write_metrics(report: Mapping, out_dir: PathLike) -> tuple[Path, Path]:
     """Write ``metrics.json`` (``report`` as returned by :func:`evaluate_predictions`, NaN written as null) and
     ``metrics.md`` (one table row per stack, then the pooled and mean rows, 3 decimals; the settings below) into
     ``out_dir``, each atomically. Returns ``(json_path, md_path)``."""
-    from ..data.prediction_writer import atomic_path  # the package's one safe-write helper
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import input_error
+from ..utils.values import optional
 from .hovernet_scl import HoVerNetSCL, valid_widths
 
 __all__ = ["ModelDescription", "load_model", "read_model_description", "load_weights", "DESCRIPTION_KEY",
@@ -115,7 +116,6 @@ def read_model_description(checkpoint, width=None, proj_dim=None, patch_size=Non
     """The description stored in ``checkpoint`` (or read from its weight shapes). ``width``, ``proj_dim`` and
     ``patch_size`` given by the user (not ``None``) must agree with a stored description; for a checkpoint
     without one, a given ``patch_size`` replaces the default."""
-    from ..engines.config import optional
 
     state, stored = _read_checkpoint(checkpoint)
     given = {"width": optional(width), "proj_dim": optional(proj_dim), "patch_size": optional(patch_size)}

@@ -26,7 +26,7 @@ def cmd_demo(args) -> int:
     from ..data.synthetic_dataset import check_synth_options, write_dataset
     from .bundle import configs_dir, run_bundle
     from .evaluate import run_evaluate
-    from .outputs import check_out_dir, make_dirs, write_manifest
+    from ..utils.files import check_out_dir, make_dirs, write_manifest
     from .predict import run_predict
     from .prepare import check_seed, entries_from_args, prepare_datalist
 
@@ -95,7 +95,7 @@ def summarise_dataset(datalist: Path) -> None:
     import tifffile
 
     from ..data.synthetic_dataset import MANIFEST_NAME as SYNTH_MANIFEST
-    from .outputs import read_manifest, write_manifest
+    from ..utils.files import read_manifest, write_manifest
     from ..visualize import composite_rgb, draw_points, save_png
 
     content = json.loads(datalist.read_text())

@@ -18,36 +18,16 @@ from ..errors import LECLInputError, find_input_error, input_error
 from ..transforms.compose import pseudo_label_transforms
 from ..transforms.functional import percentile_range, slice_ranges
 from ..transforms.rules import resolve_rules
+from ..utils.files import check_out_dir, make_dirs, remove_empty_dirs, remove_stale, write_manifest
+from ..utils.names import stem_of, unique_stems
 from ..visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
 
-__all__ = ["prepare_one", "prepare_datalist", "output_paths", "stem_of", "unique_stems", "cell_marker_scores",
+__all__ = ["prepare_one", "prepare_datalist", "output_paths", "cell_marker_scores",
            "MANIFEST_NAME", "OUTPUT_SUFFIXES"]
 
 MANIFEST_NAME = "lecl_prepare.json"
 OUTPUT_SUFFIXES = ("_emip.tif", "_mip.tif", "_nuclei.csv", "_labels.tif", "_instances.tif", "_qc.png")
 NUCLEI_COLUMNS = ["id", "z", "y", "x", "label", "z_start", "z_stop"]
-
-
-def stem_of(path) -> str:
-    """File name without its image/CSV extension (``a.ome.tif`` -> ``a``, ``b.nii.gz`` -> ``b``)."""
-    name = Path(path).name
-    for ext in (".ome.tiff", ".ome.tif", ".nii.gz", ".tiff", ".tif", ".nii"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
-
-
-def unique_stems(images) -> list[str]:
-    """The output stems of ``images`` in order; two stacks with one stem (``a.tif`` and ``a.nii.gz``, or the same
-    name in two folders) would write the same output files, which is refused."""
-    stems: dict[str, str] = {}
-    for image in images:
-        stem = stem_of(image)
-        if stem in stems:
-            raise input_error(image, f"has the same name '{stem}' as {stems[stem]}",
-                              "give every stack a distinct file name (outputs are named after it)")
-        stems[stem] = image
-    return list(stems)
 
 
 def output_paths(out_dir, stem: str) -> dict[str, Path]:
@@ -154,7 +134,6 @@ def prepare_datalist(entries: dict[str, list[dict]], out_dir, *, nuclei_channel:
 
     A stack that fails with an input error does not stop the batch: the others are prepared and listed, then one
     :class:`LECLInputError` names every failed stack."""
-    from .outputs import check_out_dir, make_dirs, remove_empty_dirs, remove_stale, write_manifest
 
     out_dir = Path(out_dir)
     check_seed(seed)

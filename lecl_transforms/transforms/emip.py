@@ -30,7 +30,8 @@ from monai.utils import TransformBackends
 from ..errors import input_error
 from . import functional as F
 from .rules import PseudoLabelRules, resolve_rules
-from .utils import as_numpy, as_points, one_key, spacing_of, with_meta_of
+from ..utils.spacing import resolve_spacing
+from .utils import as_numpy, as_points, one_key, with_meta_of
 
 __all__ = [
     "PointDistanceMap",
@@ -62,7 +63,7 @@ class PointDistanceMap(Transform):
         self.spacing = spacing
 
     def __call__(self, img, points) -> np.ndarray:
-        return F.distance_to_points(as_points(points), img.shape[1:], spacing_of(img, self.spacing))[None]
+        return F.distance_to_points(as_points(points), img.shape[1:], resolve_spacing(img, default=self.spacing))[None]
 
 
 class PointDistanceMapd(MapTransform):
@@ -106,7 +107,7 @@ class NucleiMask3D(Transform):
         points = as_points(points)
         distance = None if distance is None else as_numpy(distance, np.float32)[0]
         nuclei = as_numpy(img[0], np.float32)
-        mask, agreement = F.nuclei_mask_3d(nuclei, points, spacing_of(img, self.spacing), self.rules, self.seed,
+        mask, agreement = F.nuclei_mask_3d(nuclei, points, resolve_spacing(img, default=self.spacing), self.rules, self.seed,
                                            distance, return_agreement=True)
         return (mask[None], agreement) if return_agreement else mask[None]
 

@@ -17,8 +17,9 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
 from ..data.prediction_writer import write_predictions
-from ..data.reader import source_of
 from ..errors import input_error
+from ..utils.names import stem_of
+from ..utils.spacing import resolve_spacing
 from .utils import as_numpy
 
 __all__ = ["SavePredictions", "SavePredictionsd"]
@@ -67,21 +68,12 @@ class SavePredictionsd(MapTransform):
         return self.writer.output_dir
 
     def _stem_and_spacing(self, d: Mapping) -> tuple[str, tuple[float, float, float] | None]:
-        from ..tools.prepare import stem_of  # lazily: tools imports the transforms
-
         image = d.get(self.image_key)
-        meta = getattr(image, "meta", None) or {}
-        source = meta.get("filename_or_obj")
+        source = (getattr(image, "meta", None) or {}).get("filename_or_obj")
         if not source:
             raise input_error(f"SavePredictionsd: d['{self.image_key}']", "carries no file name (filename_or_obj)",
                               "load the stack with LoadImaged(reader=IFStackReader()) so its outputs can be named")
-        spacing = meta.get("spacing_zyx") if meta.get("spacing_zyx") is not None else meta.get("spacing")
-        if spacing is not None:
-            spacing = tuple(float(v) for v in as_numpy(spacing).ravel())
-            if len(spacing) != 3:
-                raise input_error(source_of(image), f"spacing {spacing} in the metadata is not (dz, dy, dx)",
-                                  "load the stack with IFStackReader, which records (dz, dy, dx) in um")
-        return stem_of(source), spacing
+        return stem_of(source), resolve_spacing(image, required=False)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -16,6 +16,7 @@ from monai.utils import TransformBackends
 from ..data.reader import source_of
 from ..errors import input_error
 from .functional.link_slices import Nuclei3D, check_link_parameters, link_slices
+from ..utils.spacing import resolve_spacing
 from .utils import as_numpy, one_key, with_meta_of
 
 __all__ = ["LinkSlices", "LinkSlicesd"]
@@ -39,8 +40,8 @@ class LinkSlices(Transform):
     ``slice_class`` ``(N + 1,)`` (1 negative, 2 positive, 0 none; index 0 unused), ``slice_score`` ``(N + 1,)``
     (positive-class probability) -> :class:`~lecl_transforms.transforms.functional.link_slices.Nuclei3D`.
     A nucleus is positive if predicted positive on at least ``min_positive_slices`` slices (1 = the paper's rule).
-    ``spacing`` ``(dz, dy, dx)`` um: the call's argument, else ``instances.meta["spacing"]`` (a MONAI ``MetaTensor``),
-    else this transform's ``spacing``; it only matters when ``max_gap_um > 0`` (an unknown spacing is then refused).
+    ``spacing`` ``(dz, dy, dx)`` um by :func:`~lecl_transforms.utils.resolve_spacing` (the call's argument, else the
+    instances' metadata, else this transform's ``spacing``); it only matters when ``max_gap_um > 0`` (an unknown spacing is then refused).
     """
 
     backend = [TransformBackends.NUMPY]
@@ -53,16 +54,12 @@ class LinkSlices(Transform):
         self.projection_radius, self.spacing = float(projection_radius), spacing
 
     def _spacing(self, instances, spacing) -> tuple[float, float, float]:
-        if spacing is None:
-            meta = getattr(instances, "meta", None) or {}
-            spacing = meta.get("spacing") if meta.get("spacing") is not None else self.spacing
-        if spacing is None:
-            if self.max_gap_um > 0:
-                raise input_error(f"{source_of(instances, 'instances')} (config: max_gap_um)",
-                                  f"max_gap_um={self.max_gap_um} needs the z-step, but the voxel spacing is unknown",
-                                  "load the image with IFStackReader, pass spacing, or set max_gap_um to 0")
-            return (1.0, 1.0, 1.0)  # without gap bridging the linking does not depend on the spacing
-        return tuple(float(v) for v in np.asarray(as_numpy(spacing), np.float64).ravel())
+        found = resolve_spacing(instances, given=spacing, default=self.spacing, required=False)
+        if found is None and self.max_gap_um > 0:
+            raise input_error(f"{source_of(instances, 'instances')} (config: max_gap_um)",
+                              f"max_gap_um={self.max_gap_um} needs the z-step, but the voxel spacing is unknown",
+                              "load the image with IFStackReader, pass spacing, or set max_gap_um to 0")
+        return found or (1.0, 1.0, 1.0)  # without gap bridging the linking does not depend on the spacing
 
     def __call__(self, instances, slice_class, slice_score, spacing: Sequence[float] | None = None) -> Nuclei3D:
         return link_slices(_zyx(instances), as_numpy(slice_class), as_numpy(slice_score, np.float64),

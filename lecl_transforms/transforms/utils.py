@@ -1,4 +1,4 @@
-"""Small helpers shared by the transforms: numpy views, points, spacing from metadata, metadata on outputs."""
+"""Small helpers shared by the transforms: numpy views, points, metadata on outputs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ __all__ = [
     "IGNORE",
     "as_numpy",
     "as_points",
-    "spacing_of",
     "with_meta_of",
     "one_key",
 ]
@@ -33,17 +32,6 @@ def as_numpy(x, dtype=None) -> np.ndarray:
 
 def as_points(points) -> np.ndarray:
     return as_numpy(points).astype(np.int64).reshape(-1, 3)
-
-
-def spacing_of(img, spacing: Sequence[float] | None) -> tuple[float, float, float]:
-    meta = getattr(img, "meta", None) or {}
-    value = meta.get("spacing") if meta.get("spacing") is not None else spacing
-    if value is None:
-        raise input_error(source_of(img), "voxel spacing unknown", "load the image with IFStackReader or pass spacing")
-    value = tuple(float(v) for v in as_numpy(value).ravel())
-    if len(value) != 3:
-        raise input_error(source_of(img), f"spacing {value} is not (dz, dy, dx)", "give three numbers (dz, dy, dx)")
-    return value
 
 
 def _output_meta(source, spatial_ndim: int, shape) -> tuple[dict, np.ndarray | None] | None:

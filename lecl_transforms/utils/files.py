@@ -1,22 +1,73 @@
-"""The one output-folder guard of ``lecl synth``, ``lecl prepare`` and ``lecl demo``.
+"""Files written safely: atomic writes and JSON, and the one output-folder guard of every ``lecl`` command.
 
 Every command that writes a folder leaves a manifest in it (``lecl_synth.json``, ``lecl_prepare.json``,
-``lecl_demo.json``). A folder is written only if it is new or empty, or holds an earlier output of the same command
-and ``--overwrite`` was given; never if it is (or contains) the folder of an input. So nothing a user had is ever
-replaced without ``--overwrite``, and their own files never are."""
+``lecl_predict.json``, ``lecl_demo.json``). A folder is written only if it is new or empty, or holds an earlier output
+of the same command and ``--overwrite`` was given; never if it is (or contains) the folder of an input. So nothing a
+user had is ever replaced without ``--overwrite``, and their own files never are. Files are written under a temporary
+name beside their final one and renamed into place, so an interrupted run never leaves half a file under a final name.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import input_error
 
-__all__ = ["check_out_dir", "make_dirs", "remove_empty_dirs", "write_manifest", "read_manifest", "remove_stale"]
+__all__ = ["atomic_path", "write_json", "check_out_dir", "make_dirs", "remove_empty_dirs", "write_manifest",
+           "read_manifest", "remove_stale"]
 
+
+# -- writing files safely ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """A fresh hidden temporary path beside ``final`` (same suffix, so writers that go by the extension still work);
+    renamed onto ``final`` when the block succeeds, deleted when it fails."""
+    final = Path(final)
+    tmp = final.with_name(f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}")
+    # created with the default permissions (umask applies), unlike mkstemp's 0600: lab members must read the results
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data are on disk before the name points at them
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_json(path, content) -> Path:
+    """Write ``content`` as indented JSON to ``path`` atomically (readers never see half a file); numpy values and
+    paths are converted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(content, indent=2, default=_json_default) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+
+# -- the output-folder guard ---------------------------------------------------------------------------------------------
 
 def _nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))
@@ -109,8 +160,6 @@ def remove_empty_dirs(folders: Iterable[Path]) -> None:
 
 def write_manifest(out, name: str, content: dict) -> Path:
     """Write atomically: other processes (DDP ranks) wait for a manifest and read it at once."""
-    from ..data.prediction_writer import write_json
-
     return write_json(Path(out) / name, content)
 
 
