@@ -29,9 +29,14 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+#: subpackages reachable as attributes once the root is imported (``$import lecl_transforms`` in a config is enough)
+_SUBPACKAGES = ("errors", "utils", "data", "transforms", "visualize", "networks", "losses", "inferers", "engines",
+                "metrics", "handlers", "apps", "tools")
 
 
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value  # later look-ups skip this function

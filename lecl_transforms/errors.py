@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["LECLInputError", "input_error", "find_input_error", "report_input_errors_briefly", "DEBUG_ENV"]
+__all__ = ["LECLInputError", "LECLRunError", "input_error", "find_input_error", "report_input_errors_briefly",
+           "DEBUG_ENV"]
 
 #: set this environment variable to 1 to see full tracebacks for input errors
 DEBUG_ENV = "LECL_DEBUG"
@@ -23,33 +24,40 @@ class LECLInputError(ValueError):
         super().__init__(f"{where}: {problem}\n  Fix: {fix}")
 
 
+class LECLRunError(RuntimeError):
+    """A run that finished what it could but not everything, for a reason that is not the user's input (a bug): the
+    message names what failed and where the tracebacks were written."""
+
+
 def input_error(where, problem: str, fix: str) -> LECLInputError:
     """Build (not raise) a :class:`LECLInputError`; ``raise input_error(...)`` reads well at call sites."""
     return LECLInputError(str(where), problem, fix)
 
 
 def find_input_error(exc: BaseException | None) -> LECLInputError | None:
-    """The :class:`LECLInputError` behind ``exc``, if any (MONAI's ``Compose`` wraps transform errors in
-    ``RuntimeError("applying transform ...")``; the user needs the original message)."""
+    """The :class:`LECLInputError` behind ``exc``, if any: ``exc`` itself or what it was raised *from* (MONAI's
+    ``Compose`` wraps transform errors in ``RuntimeError("applying transform ...") from error``; the user needs the
+    original message). Only explicit causes count: an error raised *while handling* an input error (its implicit
+    ``__context__``) is a bug of its own, not that input error."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, LECLInputError):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
     return None
 
 
 def report_input_errors_briefly() -> None:
-    """Make an uncaught error whose cause is a :class:`LECLInputError` print as its short where/problem/fix message
-    (no traceback; the exit status stays 1); ``LECL_DEBUG=1`` keeps the traceback. Installed by the bundle configs, so
+    """Make an uncaught error whose cause is a :class:`LECLInputError` print as its short where/problem/fix message,
+    and a :class:`LECLRunError` as its summary (no traceback; the exit status stays 1); ``LECL_DEBUG=1`` keeps the traceback. Installed by the bundle configs, so
     ``python -m monai.bundle run ...`` reports input errors as the ``lecl`` command does. Idempotent."""
     previous = sys.excepthook
     if getattr(previous, "_lecl_brief", False):
         return
 
     def hook(exc_type, exc, tb):
-        cause = find_input_error(exc)
+        cause = find_input_error(exc) or (exc if isinstance(exc, LECLRunError) else None)
         if cause is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             previous(exc_type, exc, tb)
             return

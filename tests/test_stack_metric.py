@@ -91,10 +91,18 @@ def dataset(tmp_path_factory):
     return folder, synthetic, entry
 
 
-def _validator(entries, network, **kwargs):
-    from lecl_transforms.metrics.stack import StackValidator
+INFERENCE_JSON = os.path.join(os.path.dirname(__file__), "..", "bundle", "configs", "inference.json")
 
-    return StackValidator(entries, network, roi_size=SIZE, **kwargs)
+
+def _validator(entries, network, **settings):
+    """A validator on the bundle's own inference pipeline (``inference.json``) with ``settings`` as its keys."""
+    from lecl_transforms.engines import StackPipeline
+    from lecl_transforms.metrics.stack import StackValidator
+    from lecl_transforms.networks import ModelDescription
+
+    pipeline = StackPipeline.from_config(INFERENCE_JSON, ModelDescription(patch_size=SIZE),
+                                         {"progress": False, "amp": False, **settings})
+    return StackValidator(entries, network, pipeline)
 
 
 def _flipped(synthetic, nucleus_id: int, to_class: int, z_only: int | None = None) -> np.ndarray:
@@ -143,7 +151,7 @@ def test_flipped_classes_score_as_hand_computed(dataset):
     assert result["nc_f1"] == pytest.approx(4 / 5)
     assert result["f1_negative"] == pytest.approx(2 / 3)
     # ... unless two positive slices are required
-    result = _validator([entry], TruthNetwork(synthetic, classes), link_kwargs={"min_positive_slices": 2}).run()
+    result = _validator([entry], TruthNetwork(synthetic, classes), min_positive_slices=2).run()
     assert result["nc_f1"] == 1.0
 
 
@@ -167,39 +175,32 @@ def test_same_counts_as_the_inference_bundle_and_lecl_evaluate(dataset, tmp_path
     predictor.run()
     offline = evaluate_predictions(tmp_path / "pred", datalist, section="validation")
 
-    # the settings that inference.json holds now (they get tuned); the defaults are checked in the next test
-    validator = _validator(
-        [entry], network, postprocess_kwargs=predictor.inferer.postprocess.kwargs,
-        inferer_kwargs={k: parser[k] for k in ("overlap", "sw_batch_size", "slice_batch")},
-        link_kwargs={"min_overlap": parser["min_overlap"], "max_gap_um": parser["max_gap_um"],
-                     "min_positive_slices": parser["min_positive_slices"], "method": parser["link_method"]})
+    validator = _validator([entry], network)  # inference.json's pipeline and settings, as the training builds it
     result = validator.run()
     assert validator.last_counts.as_dict() == offline["pooled_counts"]
     assert 0 < result["np_f1"] < 1
     assert result == pytest.approx(offline["pooled"], nan_ok=True)
 
 
-def test_defaults_are_those_of_the_inference_path():
-    """Defaults: post-processing as documented for inference (np_threshold 0.7, min_instance_size 10, the rest
-    HoVerNetPostProcess's), linking and windows as SliceHoVerNetInferer / LinkSlices, the training composite."""
-    from lecl_transforms import ChannelComposite
-    from lecl_transforms.inferers import SliceHoVerNetInferer
-    from lecl_transforms.transforms import HoVerNetPostProcess, LinkSlices
+def test_validation_uses_the_inference_configs_pieces_and_settings():
+    """The validator's pipeline is inference.json's: the same post-processing, windows, linking and composite; a key
+    given to the pipeline (as the training gives its channels) replaces inference.json's value."""
+    from monai.bundle import ConfigParser
 
-    validator = _validator([], ThresholdNetwork())
-    assert validator.inferer.postprocess.kwargs == HoVerNetPostProcess(nucleus_threshold=0.7,
-                                                                       min_instance_size=10).kwargs
-    reference = SliceHoVerNetInferer(SIZE)
-    assert vars(validator.inferer.window) == vars(reference.window)
-    assert validator.inferer.slice_batch == reference.slice_batch and not validator.inferer.amp
-    assert np.array_equal(validator.inferer.composite.weights, ChannelComposite().weights)
-    assert validator.inferer.composite.percentiles == ChannelComposite().percentiles
-    assert vars(validator.link) == vars(LinkSlices())
-    custom = _validator([], ThresholdNetwork(), postprocess_kwargs={"nucleus_threshold": 0.6},
-                        inferer_kwargs={"composite": {"percentiles": (0, 100)}, "overlap": 0.5})
-    assert custom.inferer.postprocess.kwargs["nucleus_threshold"] == 0.6
-    assert custom.inferer.postprocess.kwargs["min_instance_size"] == 10
-    assert custom.inferer.composite.percentiles == (0.0, 100.0) and custom.inferer.window.overlap == 0.5
+    parser = ConfigParser()
+    parser.read_config(INFERENCE_JSON)
+    pipeline = _validator([], ThresholdNetwork()).pipeline
+    inferer = pipeline.inferer
+    assert inferer.postprocess.kwargs["nucleus_threshold"] == parser["np_threshold"]
+    assert inferer.postprocess.kwargs["min_instance_size"] == parser["min_instance_size"]
+    assert inferer.window.overlap == parser["overlap"] and inferer.slice_batch == parser["slice_batch"]
+    assert pipeline.link.transform.method == parser["link_method"]
+    assert pipeline.link.transform.min_positive_slices == parser["min_positive_slices"]
+    custom = _validator([], ThresholdNetwork(), np_threshold=0.6, overlap=0.5, marker_channel=2, nuclei_channel=1)
+    assert custom.pipeline.inferer.postprocess.kwargs["nucleus_threshold"] == 0.6
+    assert custom.pipeline.inferer.window.overlap == 0.5
+    channels = custom.pipeline.preprocessing.transforms[1]
+    assert (channels.selector.nuclei_channel, channels.selector.marker_channel) == (1, 2)
 
 
 # -- once per evaluation --------------------------------------------------------------------------------------------
@@ -258,8 +259,9 @@ def test_stacks_are_read_once(dataset, monkeypatch):
 
     _, synthetic, entry = dataset
     reads = []
-    original = reader.read_stack
-    monkeypatch.setattr(reader, "read_stack", lambda *a, **k: reads.append(a[0]) or original(*a, **k))
+    original = reader.IFStackReader.get_data
+    monkeypatch.setattr(reader.IFStackReader, "get_data",
+                        lambda self, img: reads.append(str(img.path)) or original(self, img))
     validator = _validator([entry], TruthNetwork(synthetic))
     assert reads == []  # lazily, on first use
     first, second = validator.run(), validator.run()
@@ -284,8 +286,6 @@ def _ddp_worker(rank: int, world: int, init_file: str, entries: list, truths: li
 
     import torch.distributed as dist
 
-    from lecl_transforms.metrics.stack import StackValidator
-
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:
@@ -304,16 +304,18 @@ def _ddp_worker(rank: int, world: int, init_file: str, entries: list, truths: li
                         return net(x)
                 raise AssertionError("unknown slice")
 
-        result = StackValidator(entries, Router(), roi_size=SIZE).run()
+        result = _validator(entries, Router()).run()
         report = {"scores": result, "stacks_run": sorted(calls)}
         bad = [dict(e) for e in entries]
         if rank == 1:
             bad[1]["image"] = bad[1]["image"] + ".missing"  # this process's own stack cannot be read
         try:
-            StackValidator(bad, Router(), roi_size=SIZE).run()
+            _validator(bad, Router()).run()
             report["failure"] = None
         except Exception as exc:  # noqa: BLE001 - the test looks at what each process raised
-            report["failure"] = type(exc).__name__
+            from lecl_transforms.errors import find_input_error
+
+            report["failure"] = "input error" if find_input_error(exc) else type(exc).__name__
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(report, f)
     finally:
@@ -339,4 +341,4 @@ def test_ddp_shares_stacks_and_sums_counts(dataset, tmp_path):
         assert r["scores"] == pytest.approx(scores(expected), nan_ok=True)
         assert r["scores"]["tp"] == expected.tp > 4  # both stacks' nuclei are counted, on every process
     # a stack that fails on one process fails the run on every process instead of leaving the others waiting
-    assert reports[1]["failure"] == "LECLInputError" and reports[0]["failure"] == "RuntimeError"
+    assert reports[1]["failure"] == "input error" and reports[0]["failure"] == "RuntimeError"

@@ -15,6 +15,7 @@ from ..errors import input_error
 
 __all__ = [
     "default_bundle_root",
+    "bundle_config",
     "latest_checkpoint",
     "guard_checkpoints",
     "check_training_config",
@@ -35,6 +36,12 @@ def default_bundle_root() -> str:
         if (candidate / "configs" / "metadata.json").is_file():
             return str(candidate)
     return str(cwd)
+
+
+def bundle_config(name: str) -> str:
+    """Path of the bundle's config file ``name`` (e.g. the ``inference.json`` the training validates with), in the
+    bundle folder of :func:`default_bundle_root`."""
+    return os.path.join(default_bundle_root(), "configs", name)
 
 
 def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str:

@@ -1,8 +1,11 @@
-"""Inference over many stacks (method step 4): read -> per-slice HoVer-Net -> 3D nuclei -> files, one stack at a
-time, sharded over processes under ``torchrun``. The bundle's ``inference.json`` and ``lecl predict`` both run this.
+"""Inference over many stacks (method step 4): the one per-stack pipeline (:class:`~.pipeline.StackPipeline`: read
+-> per-slice HoVer-Net -> 3D nuclei), then files, one stack at a time, sharded over processes under ``torchrun``.
+The bundle's ``inference.json`` and ``lecl predict`` both run this.
 
-A stack that cannot be read or processed is reported by name and the run goes on with the others; the run ends with
-one error listing the failed stacks (non-zero exit), after the summary of those that worked is written."""
+A stack that fails is reported by name and the run goes on with the others; the run ends, after the summary of those
+that worked is written, with one error listing the failed stacks (non-zero exit). Bad input (the stack's file, its
+channels, its spacing) is reported as such, with its fix (exit status 2 from ``lecl``); anything else is an internal
+error: the stack is named and the traceback is written to ``predict_errors.log`` in the output folder."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import logging
 import os
 import platform
 import time
+import traceback
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -17,16 +21,17 @@ from pathlib import Path
 import ignite.distributed as idist
 import torch
 
-from ..errors import LECLInputError, find_input_error, input_error
+from ..errors import LECLInputError, LECLRunError, find_input_error, input_error
 from ..data.prediction_writer import PRED_FILE_SUFFIXES
 from ..utils.files import check_out_dir, make_dirs, remove_stale, write_manifest
 from ..utils.names import IMAGE_SUFFIXES, is_stack_file, unique_stems
 from ..utils.values import optional
 
-__all__ = ["inference_entries", "StackPredictor", "PREDICT_MANIFEST", "SUMMARY_NAME"]
+__all__ = ["inference_entries", "StackPredictor", "PREDICT_MANIFEST", "SUMMARY_NAME", "ERROR_LOG_NAME"]
 
 PREDICT_MANIFEST = "lecl_predict.json"
 SUMMARY_NAME = "predict_summary.json"
+ERROR_LOG_NAME = "predict_errors.log"
 logger = logging.getLogger(__name__)
 
 
@@ -69,23 +74,19 @@ class StackPredictor:
 
     Args:
         data: ``[{"image": path}, ...]`` (:func:`inference_entries`).
-        preprocessing: ``Compose`` from ``{"image": path}`` to ``image`` ``(2, Z, Y, X)`` (nuclei, marker) and
-            ``mip`` ``(2, Y, X)``.
+        pipeline: the per-stack pipeline (:class:`~.pipeline.StackPipeline`): stack file -> 3D nuclei.
         network: the trained network (eval mode, on its device).
-        inferer: the per-slice inferer (``SliceHoVerNetInferer``); its dict output is merged into the data.
-        postprocessing: ``Compose`` from that to the written files (3D integration, then ``SavePredictionsd``),
-            leaving ``nuclei`` (the 3D table) and ``pred_files`` in the data.
+        save: writes a stack's files (``SavePredictionsd``), leaving their paths under ``pred_files``.
         output_dir: where everything goes; new, empty, or an earlier ``lecl predict`` output with ``overwrite``.
         sampler: a ``DistributedSampler`` over ``data`` under ``torchrun`` (each process predicts its share;
             process 0 writes the run summary), else ``None``.
         model_info: recorded in the summary (checkpoint path and description).
     """
 
-    def __init__(self, data: Sequence[dict], preprocessing, network, inferer, postprocessing, output_dir,
-                 sampler=None, overwrite: bool = False, progress: bool = True, model_info: dict | None = None,
+    def __init__(self, data: Sequence[dict], pipeline, network, save, output_dir, sampler=None,
+                 overwrite: bool = False, progress: bool = True, model_info: dict | None = None,
                  parameters: dict | None = None):
-        self.data, self.preprocessing, self.network = list(data), preprocessing, network
-        self.inferer, self.postprocessing = inferer, postprocessing
+        self.data, self.pipeline, self.network, self.save = list(data), pipeline, network, save
         self.output_dir, self.sampler = Path(output_dir), sampler
         self.overwrite, self.progress = bool(overwrite), bool(progress)
         self.model_info, self.parameters = model_info or {}, parameters or {}
@@ -96,7 +97,7 @@ class StackPredictor:
         """Every file this run may write: the outputs of each stack (named after it) and the summary."""
         stems = unique_stems(e["image"] for e in self.data)
         return [self.output_dir / f"{s}{suffix}" for s in stems for suffix in PRED_FILE_SUFFIXES.values()] + \
-            [self.output_dir / SUMMARY_NAME]
+            [self.output_dir / SUMMARY_NAME, self.output_dir / ERROR_LOG_NAME]
 
     def check(self) -> dict | None:
         """Refuse an output folder that holds the inputs or files not written by ``lecl predict`` (writes nothing)."""
@@ -108,9 +109,7 @@ class StackPredictor:
     def predict_one(self, entry: dict) -> dict:
         """One stack: returns its summary row (files written, nuclei, positives, seconds)."""
         start = time.perf_counter()
-        d = self.preprocessing({"image": entry["image"]})
-        d.update(self.inferer(d["image"], self.network))
-        d = self.postprocessing(d)
+        d = self.save(self.pipeline(entry["image"], self.network))
         table = d["nuclei"].table()
         labels = table["label"]
         return {"image": str(entry["image"]), "slices": int(d["image"].shape[1]),
@@ -146,15 +145,13 @@ class StackPredictor:
             except Exception as exc:  # noqa: BLE001 - one bad stack must not lose the others' results
                 if os.environ.get("LECL_DEBUG"):
                     raise
-                cause = find_input_error(exc)
-                message = str(cause) if cause is not None else \
-                    f"{entry['image']}: unexpected {type(exc).__name__}: {exc} (LECL_DEBUG=1 shows the traceback)"
-                logger.error(f"lecl predict: {message}")
-                failures.append({"image": str(entry["image"]), "error": message})
+                failures.append(self._failure(entry, exc))
         rows, failures = _gather(rows), _gather(failures)
         summary = self._summary(rows, failures, time.perf_counter() - start, world)
         if rank == 0:
             written = [f for r in rows for f in r["files"].values()] + [SUMMARY_NAME]
+            if any(f["kind"] == "internal" for f in failures):
+                written.append(ERROR_LOG_NAME)
             write_run_summary(self.output_dir, summary, SUMMARY_NAME)
             remove_stale(self.output_dir, earlier, written)
             write_manifest(self.output_dir, PREDICT_MANIFEST, {"command": "lecl predict", "complete": True,
@@ -162,8 +159,22 @@ class StackPredictor:
             logger.info(f"lecl predict: {summary['nuclei']} nuclei ({summary['positive']} positive) in "
                         f"{len(rows)} stack(s) -> {self.output_dir}")
         if failures:
-            raise _failure_error(failures, len(self.data), self.output_dir / SUMMARY_NAME)
+            raise _failure_error(failures, len(self.data), self.output_dir)
         return summary
+
+    def _failure(self, entry: dict, exc: Exception) -> dict:
+        """A failed stack: bad input with its where/problem/fix message, or an internal error whose traceback goes
+        to the run's error log (every process appends its own)."""
+        cause = find_input_error(exc)
+        if cause is not None:
+            logger.error(f"lecl predict: {cause}")
+            return {"image": str(entry["image"]), "kind": "input", "error": str(cause)}
+        log = self.output_dir / ERROR_LOG_NAME
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"=== {entry['image']} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{traceback.format_exc()}\n")
+        message = f"{entry['image']}: internal error {type(exc).__name__}: {exc} (traceback in {log})"
+        logger.error(f"lecl predict: {message}")
+        return {"image": str(entry["image"]), "kind": "internal", "error": message}
 
     def _summary(self, rows: list[dict], failures: list[dict], seconds: float, world: int) -> dict:
         rows = sorted(rows, key=lambda r: r["image"])
@@ -184,9 +195,16 @@ def _gather(items: list) -> list:
     return [x for part in gathered for x in part]
 
 
-def _failure_error(failures: list[dict], n: int, summary: Path) -> LECLInputError:
+def _failure_error(failures: list[dict], n: int, out: Path) -> Exception:
+    """One error for the failed stacks: an input error when every failure is bad input, else a run error (a bug to
+    report, with the tracebacks in the error log)."""
+    summary = out / SUMMARY_NAME
     listed = "".join(f"\n  - {f['error']}" for f in failures)
     done = f"the other {n - len(failures)} stack(s) are predicted; {summary} lists them" if n > len(failures) \
         else f"no stack was predicted ({summary})"
-    return input_error("lecl predict", f"{len(failures)} of {n} stack(s) failed:{listed}\n  {done}",
-                       "fix the listed stacks and predict them again (into a new --out, or with --overwrite)")
+    problem = f"{len(failures)} of {n} stack(s) failed:{listed}\n  {done}"
+    if all(f["kind"] == "input" for f in failures):
+        return input_error("lecl predict", problem,
+                           "fix the listed stacks and predict them again (into a new --out, or with --overwrite)")
+    return LECLRunError(f"lecl predict: {problem}\n  Internal errors are bugs: please report them with "
+                        f"{out / ERROR_LOG_NAME}")

@@ -21,7 +21,8 @@ from ..data.reader import IFStackReader
 from ..errors import LECLInputError, input_error
 from ..utils.values import optional
 
-__all__ = ["SYNTHETIC", "training_entries", "TrainingData", "check_training_data"]
+__all__ = ["SYNTHETIC", "datalist_file", "training_entries", "write_synthetic_data", "TrainingData",
+           "check_training_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,28 +30,30 @@ logger = logging.getLogger(__name__)
 SYNTHETIC = "synthetic"
 
 
-def training_entries(datalist, section: str, synthetic_dir: str, synthetic_images: int = 10, seed: int = 0,
-                     synthetic_size: int = 256) -> list[dict]:
-    """The ``section`` entries (``image``, ``points``) of ``datalist``.
-
-    ``datalist="synthetic"`` selects the built-in synthetic stacks (generated into ``synthetic_dir`` on first use,
-    reused afterwards; the log says which). No datalist is an error: training on data the user did not choose
-    would go unnoticed.
-    """
+def datalist_file(datalist, synthetic_dir: str) -> str:
+    """The datalist JSON the training reads: ``datalist`` itself, or for ``datalist="synthetic"`` the built-in
+    synthetic data's datalist in ``synthetic_dir`` (written by :func:`write_synthetic_data` in the config's
+    ``initialize``; nothing is written here). No datalist is an error: training on data the user did not choose would
+    go unnoticed."""
     datalist = optional(datalist)
     if datalist is None:
         raise input_error("config: datalist", "no datalist given",
                           "pass --datalist path/to/datalist.json (lecl synth writes one; format in the bundle docs), "
                           f"or --datalist {SYNTHETIC} to train on the built-in synthetic stacks")
-    if str(datalist) == SYNTHETIC:
-        datalist = _synthetic_datalist(synthetic_dir, synthetic_images, seed, synthetic_size)
-        if section == "training":
-            logger.info("datalist: the built-in synthetic data (%d stacks of %d x %d px, clean regime, seed %d) "
-                        "in %s", synthetic_images, synthetic_size, synthetic_size, seed, synthetic_dir)
-    return [{"image": e["image"], "points": e["points"]} for e in load_datalist(datalist, section)]
+    return os.path.join(synthetic_dir, "datalist.json") if str(datalist) == SYNTHETIC else str(datalist)
 
 
-def _synthetic_datalist(synthetic_dir: str, n_images: int, seed: int, size: int) -> str:
+def training_entries(datalist_json, section: str) -> list[dict]:
+    """The ``section`` entries (``image``, ``points``) of the datalist JSON (:func:`datalist_file`)."""
+    return [{"image": e["image"], "points": e["points"]} for e in load_datalist(datalist_json, section)]
+
+
+def write_synthetic_data(datalist, synthetic_dir: str, n_images: int = 10, seed: int = 0, size: int = 256) -> None:
+    """For ``datalist="synthetic"``: write the built-in synthetic stacks into ``synthetic_dir`` on first use and
+    reuse them afterwards (the log says which); any other datalist: nothing. Under ``torch.distributed`` the first
+    process writes and the others wait for its manifest."""
+    if str(optional(datalist)) != SYNTHETIC:
+        return
     from ..data.synthetic import REGIMES
     from ..data.synthetic_dataset import MANIFEST_NAME, write_dataset
 
@@ -59,15 +62,16 @@ def _synthetic_datalist(synthetic_dir: str, n_images: int, seed: int, size: int)
     if not distributed or torch.distributed.get_rank() == 0:
         if not os.path.isfile(manifest):
             write_dataset(synthetic_dir, n_images, seed, replace(REGIMES["clean"], size_yx=size))
+        logger.info("datalist: the built-in synthetic data (%d stacks of %d x %d px, clean regime, seed %d) in %s",
+                    n_images, size, size, seed, synthetic_dir)
     else:
-        # no collective here: configs resolve components in different orders on different processes, and a
-        # barrier could interleave with DDP's own start-up broadcasts. Wait for the manifest, written last.
+        # no collective here: a barrier could interleave with DDP's own start-up broadcasts. Wait for the manifest,
+        # written last.
         deadline = time.monotonic() + 600
         while not os.path.isfile(manifest):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{manifest} did not appear within 600 s (written by the first process)")
             time.sleep(0.2)
-    return os.path.join(synthetic_dir, "datalist.json")
 
 
 @dataclass

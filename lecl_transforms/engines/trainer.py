@@ -87,8 +87,21 @@ def _fallback_message(error: Exception) -> None:
 
 # -- the trainer ---------------------------------------------------------------------------------------------------------
 class LECLTrainer(SupervisedTrainer):
-    """``SupervisedTrainer`` that tells the loss the epoch (contrast warm-up) and keeps every loss term in
-    ``engine.state.output["loss_terms"]`` for logging."""
+    """``SupervisedTrainer`` that tells the loss the epoch (contrast warm-up), keeps every loss term in
+    ``engine.state.output["loss_terms"]`` for logging, and calls each of ``on_failure`` (e.g. marking the MLflow runs
+    FAILED) when :meth:`run` raises, before the error goes on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_failure: list = []
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BaseException:
+            for callback in self.on_failure:
+                callback()
+            raise
 
     def _iteration(self, engine, batchdata: dict[str, torch.Tensor]) -> dict:
         if hasattr(self.loss_function, "set_epoch"):

@@ -17,58 +17,53 @@ from collections.abc import Mapping, Sequence
 from ignite.engine import Engine
 from monai.handlers import MLFlowHandler
 
-__all__ = ["unique_run_name", "attached_mlflow_handlers", "attach_mlflow", "run_marking_failed", "log_evaluation"]
+__all__ = ["unique_run_name", "mlflow_handlers", "attach_mlflow", "mark_runs_failed", "log_evaluation"]
 
 
 def unique_run_name(stage: int, run_name: str | None = None) -> str:
     """``run_name`` when given, else ``stage<N>-<YYYYmmdd-HHMMSS>-<pid>`` (unique per launch)."""
-    if run_name:
+    if run_name and str(run_name).strip().lower() not in ("null", "none"):
         return str(run_name)
     return f"stage{int(stage)}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
-def attached_mlflow_handlers(engine: Engine) -> list[MLFlowHandler]:
-    """The ``MLFlowHandler`` objects whose methods are attached to ``engine``."""
-    found: list[MLFlowHandler] = []
-    for handlers in engine._event_handlers.values():
-        for handler, *_ in handlers:
-            owner = getattr(handler, "__self__", None)
-            if isinstance(owner, MLFlowHandler) and owner not in found:
-                found.append(owner)
-    return found
+def mlflow_handlers(handlers: Sequence) -> list[MLFlowHandler]:
+    """The ``MLFlowHandler`` objects among an engine's configured handlers (``--tracking mlflow`` appends MONAI's own
+    to ``train#handlers`` and ``validate#handlers``)."""
+    return [h for h in handlers if isinstance(h, MLFlowHandler)]
 
 
 def attach_mlflow(trainer: Engine, evaluator: Engine | None, train_handler: MLFlowHandler,
-                  val_handler: MLFlowHandler | None, run_params: Mapping | None = None) -> list[MLFlowHandler]:
-    """Attach the bundle's MLflow handlers, unless ``--tracking mlflow`` already attached MONAI's (then give those
-    the run parameters). Returns the handlers that log this run."""
-    present = attached_mlflow_handlers(trainer)
-    if present:
-        for handler in present:
+                  val_handler: MLFlowHandler | None, run_params: Mapping | None = None,
+                  configured: Sequence = ()) -> list[MLFlowHandler]:
+    """Attach the bundle's MLflow handlers, unless ``--tracking mlflow`` already put MONAI's among the ``configured``
+    handlers of the engines (then give those the run parameters instead). Either way, a training run that raises
+    marks these MLflow runs FAILED (through the trainer's ``on_failure``). Returns the handlers that log this run."""
+    handlers = mlflow_handlers(configured)
+    if handlers:
+        for handler in handlers:
             handler.experiment_param = dict(run_params or {})
-        return present + (attached_mlflow_handlers(evaluator) if evaluator is not None else [])
-    train_handler.attach(trainer)
-    handlers = [train_handler]
-    if evaluator is not None and val_handler is not None and not attached_mlflow_handlers(evaluator):
-        val_handler.attach(evaluator)
-        handlers.append(val_handler)
+    else:
+        train_handler.attach(trainer)
+        handlers = [train_handler]
+        if evaluator is not None and val_handler is not None:
+            val_handler.attach(evaluator)
+            handlers.append(val_handler)
+    if hasattr(trainer, "on_failure"):
+        trainer.on_failure.append(lambda: mark_runs_failed(handlers))
     return handlers
 
 
-def run_marking_failed(trainer: Engine, handlers: Sequence[MLFlowHandler] = ()):
-    """``trainer.run()``; if it raises, every open MLflow run of ``handlers`` is marked FAILED, then the error goes
-    on. Runs of engines that never started (no MLflow run yet) are left alone."""
-    try:
-        return trainer.run()
-    except BaseException:
-        from mlflow.entities import RunStatus
+def mark_runs_failed(handlers: Sequence[MLFlowHandler]) -> None:
+    """Mark every open MLflow run of ``handlers`` FAILED (the next run starts clean); runs of engines that never
+    started (no MLflow run yet) are left alone."""
+    from mlflow.entities import RunStatus
 
-        for handler in handlers:
-            run = getattr(handler, "cur_run", None)
-            if run is not None:
-                handler.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
-                handler.cur_run = None
-        raise
+    for handler in handlers:
+        run = getattr(handler, "cur_run", None)
+        if run is not None:
+            handler.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            handler.cur_run = None
 
 
 def log_evaluation(report: Mapping, files: Sequence = (), tracking_uri: str | None = None,

@@ -4,8 +4,9 @@ points (method step 5), and the same scores during training validation through t
 from .click import ClickMetric
 from .detection import SCORE_NAMES, NucleusCounts, counts_from_matches, match_nuclei, scores
 from .evaluation import evaluate_predictions, evaluate_stack, read_prediction_csv, write_metrics
-from .stack import DEFAULT_POSTPROCESS, StackMetric, StackValidator
+from .selection import MetricSet, select_metrics
+from .stack import StackMetric, StackValidator
 
 __all__ = ["ClickMetric", "SCORE_NAMES", "NucleusCounts", "counts_from_matches", "evaluate_predictions",
            "evaluate_stack", "match_nuclei", "read_prediction_csv", "scores", "write_metrics", "StackValidator",
-           "StackMetric", "DEFAULT_POSTPROCESS"]
+           "StackMetric", "MetricSet", "select_metrics"]

@@ -1,12 +1,11 @@
 """Validation during training through the inference path: the same detection / classification scores as
 ``lecl evaluate``, computed on the raw validation stacks while training runs.
 
-:class:`StackValidator` runs what ``lecl predict`` + ``lecl evaluate`` run on each validation stack -- every z-slice
-through the network (:class:`~lecl_transforms.inferers.SliceHoVerNetInferer`: channel composite, sliding windows,
-per-slice HoVer-Net post-processing), slice instances linked into 3D nuclei
-(:class:`~lecl_transforms.transforms.LinkSlices`), nuclei matched one-to-one to the held-out clicks
-(:func:`~.detection.match_nuclei`) -- and pools the counts over stacks (and over processes under DDP) into
-:func:`~.detection.scores`. :class:`StackMetric` exposes one of those scores as an ignite metric of the evaluator
+:class:`StackValidator` runs the bundle's one per-stack pipeline (:class:`~lecl_transforms.engines.StackPipeline`,
+built from ``inference.json`` for the network being trained: every z-slice through the network, per-slice HoVer-Net
+post-processing, slice instances linked into 3D nuclei) on each validation stack, matches the nuclei one-to-one to
+the held-out clicks (:func:`~.detection.match_nuclei`) and pools the counts over stacks (and over processes under DDP)
+into :func:`~.detection.scores`. :class:`StackMetric` exposes one of those scores as an ignite metric of the evaluator
 (e.g. ``nc_f1`` as the key metric that picks ``model.pt``); several of them share one validator, which runs once per
 evaluation.
 
@@ -35,14 +34,12 @@ import torch
 from ignite.metrics import Metric
 
 from ..errors import input_error
+from ..utils.spacing import resolve_spacing
 from .detection import SCORE_NAMES, NucleusCounts, check_settings, counts_from_matches, match_nuclei, scores
 
-__all__ = ["StackValidator", "StackMetric", "DEFAULT_POSTPROCESS"]
+__all__ = ["StackValidator", "StackMetric"]
 
 logger = logging.getLogger(__name__)
-
-#: per-slice post-processing defaults: the inference config's robust values (``np_threshold``, ``min_instance_size``)
-DEFAULT_POSTPROCESS = {"nucleus_threshold": 0.7, "min_instance_size": 10}
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -60,41 +57,21 @@ class StackValidator:
     Args:
         data: ``[{"image": stack path, "points": clicks path}, ...]`` (the validation section of the datalist; other
             keys are ignored).
-        network: the HoVer-Net being trained (a DDP wrapper is unwrapped); called on ``(B, 3, H, W)`` composites,
-            returning the HoVer-Net output dict.
-        roi_size: sliding window, the training patch (config ``patch_size``).
-        nuclei_channel, marker_channel, spacing, axes, override_spacing, allow_suspicious_input: how the stacks are
-            read and their channels picked, as in training (:func:`~lecl_transforms.data.reader.read_stack`,
-            :class:`~lecl_transforms.NucleiMarkerChannels`); ``spacing`` ``(dz, dy, dx)`` um.
-        inferer_kwargs: more :class:`~lecl_transforms.inferers.SliceHoVerNetInferer` arguments (``overlap``,
-            ``sw_batch_size``, ``slice_batch``, ``mode``, ``composite`` -- a ``ChannelComposite`` or its keyword dict,
-            default the training default ``ChannelComposite()`` -- or a ready ``postprocess``).
-        postprocess_kwargs: :class:`~lecl_transforms.transforms.HoVerNetPostProcess` arguments, over
-            :data:`DEFAULT_POSTPROCESS` (``nucleus_threshold=0.7``, ``min_instance_size=10``).
-        link_kwargs: :class:`~lecl_transforms.transforms.LinkSlices` arguments (``min_overlap``, ``max_gap_um``,
-            ``min_positive_slices``, ``method``).
+        network: the HoVer-Net being trained (a DDP wrapper is unwrapped).
+        pipeline: the per-stack inference pipeline (:class:`~lecl_transforms.engines.StackPipeline`; the training
+            config builds it from ``inference.json`` with the training's channels and spacing).
         radius_um, z_tolerance: the matching rule of :func:`~.detection.match_nuclei`.
         device: where the stacks are kept between evaluations (None: CPU memory; a CUDA device saves the per-slice
             host-to-device copies at the cost of GPU memory). The network runs where its parameters are.
-        amp: autocast (bf16 where supported) on CUDA.
 
-    Each stack is read (and its channels picked, its clicks read and checked against its shape) once, on first use,
-    and kept in memory: validation sets are a few stacks. Under ``torch.distributed`` a process handles stacks
+    Each stack is loaded (read, its channels picked, its clicks read and checked against its shape) once, on first
+    use, and kept in memory: validation sets are a few stacks. Under ``torch.distributed`` a process handles stacks
     ``i`` with ``i % world_size == rank`` (and only reads those); counts are summed over processes, so every
     process returns the scores of the whole set.
     """
 
-    def __init__(self, data: Sequence[Mapping], network: torch.nn.Module, roi_size: int, nuclei_channel: int = 0,
-                 marker_channel: int = 1, spacing: Sequence[float] | None = None, axes: str | None = None,
-                 override_spacing: bool = False, inferer_kwargs: Mapping | None = None,
-                 postprocess_kwargs: Mapping | None = None, link_kwargs: Mapping | None = None,
-                 radius_um: float = 3.0, z_tolerance: int = 1, device: str | torch.device | None = None,
-                 amp: bool = False, allow_suspicious_input: bool = False):
-        from ..inferers import SliceHoVerNetInferer
-        from ..transforms.channels import ChannelComposite, NucleiMarkerChannels
-        from ..transforms.hovernet_post import HoVerNetPostProcess
-        from ..transforms.link_slices import LinkSlices
-
+    def __init__(self, data: Sequence[Mapping], network: torch.nn.Module, pipeline, radius_um: float = 3.0,
+                 z_tolerance: int = 1, device: str | torch.device | None = None):
         self.data = list(data)
         for i, entry in enumerate(self.data):
             missing = [k for k in ("image", "points") if not isinstance(entry, Mapping) or not entry.get(k)]
@@ -102,25 +79,11 @@ class StackValidator:
                 raise input_error(f"StackValidator data entry {i}", f"has no {' / '.join(missing)}",
                                   "give the validation entries with an 'image' stack and its 'points' clicks")
         check_settings((1.0, 1.0, 1.0), radius_um, z_tolerance)
-        self.network = network
-        self.spacing, self.axes, self.override_spacing = spacing, axes, bool(override_spacing)
-        self.channels = NucleiMarkerChannels(nuclei_channel, marker_channel, allow_suspicious_input)
+        self.network, self.pipeline = network, pipeline
         self.radius_um, self.z_tolerance = float(radius_um), int(z_tolerance)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
 
-        options = dict(inferer_kwargs or {})
-        composite = options.pop("composite", None)
-        if isinstance(composite, Mapping):
-            composite = ChannelComposite(**composite)
-        postprocess = options.pop("postprocess", None) or HoVerNetPostProcess(
-            **{**DEFAULT_POSTPROCESS, **dict(postprocess_kwargs or {})})
-        options.setdefault("amp", amp)
-        options["progress"] = False  # validation logs one line per evaluation, not a bar per stack
-        self.inferer = SliceHoVerNetInferer(roi_size, composite=composite or ChannelComposite(),
-                                            postprocess=postprocess, **options)
-        self.link = LinkSlices(**dict(link_kwargs or {}))
-
-        self._stacks: dict[int, tuple] = {}  # index -> (stack (2, Z, Y, X) float32, clicks zyx, labels, spacing)
+        self._stacks: dict[int, tuple] = {}  # index -> (loaded stack, clicks zyx, labels, spacing)
         self._generation = 0
         self._cached: tuple[int, dict] | None = None  # (generation, scores)
         self.last_counts: NucleusCounts | None = None  # pooled counts of the last run (all processes)
@@ -132,27 +95,25 @@ class StackValidator:
         rank, world = idist.get_rank(), idist.get_world_size()
         return list(range(rank, len(self.data), world))
 
-    def stack(self, index: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, tuple[float, float, float]]:
-        """Stack ``index`` as ``(image (2, Z, Y, X) float32 tensor on device, clicks (N, 3) int64 zyx, labels (N,)
-        int64, spacing (dz, dy, dx) um)``, read on first use and kept."""
+    def stack(self, index: int) -> tuple[dict, np.ndarray, np.ndarray, tuple[float, float, float]]:
+        """Stack ``index`` as ``(loaded stack (the pipeline's preprocessing output, its image on device), clicks
+        (N, 3) int64 zyx, labels (N,) int64, spacing (dz, dy, dx) um)``, loaded on first use and kept."""
         if index not in self._stacks:
             from ..data.points import read_points
-            from ..data.reader import read_stack
 
             entry = self.data[index]
-            array, meta = read_stack(entry["image"], self.axes, self.spacing, override_spacing=self.override_spacing)
-            picked = np.ascontiguousarray(self.channels(array, source=str(entry["image"])))
-            zyx, labels = read_points(entry["points"], shape=picked.shape[1:])
-            spacing = tuple(float(v) for v in np.asarray(meta["spacing"], np.float64).ravel())
-            self._stacks[index] = (torch.from_numpy(picked).to(self.device), zyx, labels, spacing)
+            loaded = self.pipeline.load(entry["image"])
+            loaded["image"] = loaded["image"].to(self.device)
+            zyx, labels = read_points(entry["points"], shape=tuple(loaded["image"].shape[1:]))
+            spacing = resolve_spacing(loaded["image"])
+            self._stacks[index] = (loaded, zyx, labels, spacing)
         return self._stacks[index]
 
     # -- running ------------------------------------------------------------------------------------------------
     def stack_counts(self, index: int) -> NucleusCounts:
-        """Counts of stack ``index``: per-slice inference, 3D linking, matching to its clicks."""
-        image, true_zyx, true_labels, spacing = self.stack(index)
-        out = self.inferer(image, _unwrap(self.network))
-        table = self.link(out["instances"], out["slice_class"], out["slice_score"], spacing).table()
+        """Counts of stack ``index``: the inference pipeline, then matching to its clicks."""
+        loaded, true_zyx, true_labels, spacing = self.stack(index)
+        table = self.pipeline.predict(loaded, _unwrap(self.network))["nuclei"].table()
         pred_zyx = np.stack([table["z"], table["y"], table["x"]], axis=1)
         z_range = np.stack([table["z_start"], table["z_stop"]], axis=1)
         pred_idx, true_idx = match_nuclei(pred_zyx, z_range, true_zyx, spacing, self.radius_um, self.z_tolerance)

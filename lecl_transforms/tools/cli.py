@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import find_input_error
+from ..errors import LECLRunError, find_input_error
 from .demo import cmd_demo, summarise_dataset
 from .evaluate import add_evaluate_parser
 from .predict import add_predict_parser
@@ -127,10 +127,14 @@ def main(argv=None) -> int:
         return args.func(args)
     except Exception as e:  # noqa: BLE001 - only input errors are reported briefly, anything else is re-raised
         cause = find_input_error(e)
-        if cause is None:
+        if cause is not None:
+            print(f"error: {cause}", file=sys.stderr)
+            return 2
+        run_error = next((x for x in (e, e.__cause__) if isinstance(x, LECLRunError)), None)
+        if run_error is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
+        print(f"error: {run_error}", file=sys.stderr)  # a summary; the tracebacks are in the log it names
+        return 1
 
 
 if __name__ == "__main__":
