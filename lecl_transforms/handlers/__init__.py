@@ -2,7 +2,7 @@
 validation at the end of every training run."""
 
 from .mlflow import attach_mlflow, log_evaluation, mark_runs_failed, mlflow_handlers, unique_run_name
-from .validation import FinalValidationHandler
+from .validation import FinalValidationHandler, attach_handlers
 
 __all__ = ["unique_run_name", "mlflow_handlers", "attach_mlflow", "mark_runs_failed", "log_evaluation",
-           "FinalValidationHandler"]
+           "FinalValidationHandler", "attach_handlers"]

@@ -1,10 +1,10 @@
-"""Validation at the end of every training run."""
+"""Validation at the end of every training run, and attaching handlers that refer to their own engine."""
 
 from __future__ import annotations
 
 from ignite.engine import Engine, Events
 
-__all__ = ["FinalValidationHandler"]
+__all__ = ["FinalValidationHandler", "attach_handlers"]
 
 
 class FinalValidationHandler:
@@ -26,3 +26,13 @@ class FinalValidationHandler:
     def __call__(self, engine: Engine) -> None:
         if engine.state.epoch % self.interval:
             self.validator.run(engine.state.epoch)
+
+
+def attach_handlers(engine: Engine, handlers) -> list:
+    """Attach each of ``handlers`` to ``engine`` in order, skipping the ``None`` of a config component that is
+    ``_disabled_``: for handlers that refer to the engine themselves (checkpoints that save or load the trainer),
+    which cannot be among the engine's own constructor arguments. Returns the handlers attached."""
+    attached = [h for h in handlers if h is not None]
+    for handler in attached:
+        handler.attach(engine)
+    return attached
