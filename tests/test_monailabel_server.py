@@ -74,15 +74,17 @@ def test_split_labelled_holds_out_the_last_stacks_and_needs_two():
 
 
 def test_request_values_typed_as_clients_send_them():
-    from lecl_transforms.apps.monailabel_tasks import TRAIN_KEYS, _typed
+    from lecl_transforms.apps.monailabel_tasks import TRAIN_CONFIGS, TRAIN_CONFIG_KEYS, TRAIN_TASK_KEYS, _typed, \
+        config_values
 
-    got = _typed({"epochs": "3", "fine_tune": "false", "learning_rate": "0.01", "model": "lecl"}, TRAIN_KEYS)
-    assert got["epochs"] == 3 and got["fine_tune"] is False and got["learning_rate"] == 0.01
-    assert got["patches_per_epoch"] == TRAIN_KEYS["patches_per_epoch"] and "model" not in got
+    defaults = {**config_values(BUNDLE, TRAIN_CONFIGS[True], TRAIN_CONFIG_KEYS), **TRAIN_TASK_KEYS}
+    assert defaults["epochs"] == 20 and defaults["patches_per_epoch"] == 32  # finetune.json's recipe
+    got = _typed({"epochs": "3", "fine_tune": "false", "learning_rate": "0.01", "model": "lecl"}, defaults)
+    assert got == {"epochs": 3, "fine_tune": False, "learning_rate": 0.01}  # what the request left out stays out
     with pytest.raises(ValueError, match="request: epochs"):
-        _typed({"epochs": "many"}, TRAIN_KEYS)
+        _typed({"epochs": "many"}, defaults)
     with pytest.raises(ValueError, match="fine_tune"):
-        _typed({"fine_tune": "perhaps"}, TRAIN_KEYS)
+        _typed({"fine_tune": "perhaps"}, defaults)
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/model.pt is not in this checkout")

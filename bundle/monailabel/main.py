@@ -5,7 +5,9 @@ MONAI Label app. Settings (``--conf KEY VALUE``):
 
 * ``bundle``: the bundle folder (default: the folder above this app, i.e. ``bundle/``);
 * ``model_dir``: where models trained in MONAI Label go (default: ``model/`` in this app folder);
-* ``epochs``, ``patches_per_epoch``, ``fine_tune``, ``np_threshold``, ...: defaults of the tasks' settings.
+* ``epochs``, ``patches_per_epoch``, ``fine_tune``, ``np_threshold``, ...: the server's defaults of the tasks'
+  settings (left out: the bundle configs' values, ``inference.json`` and ``train.json`` + ``quick.json`` +
+  ``finetune.json``).
 
 Nothing is downloaded: the model is the bundle's ``models/model.pt`` (or the last one trained here).
 """
@@ -14,8 +16,8 @@ import os
 
 from monailabel.interfaces.app import MONAILabelApp
 
-from lecl_transforms.apps.monailabel_tasks import (INFER_KEYS, TRAIN_KEYS, LECLInferTask, LECLTrainTask,
-                                                    bundle_labels, bundle_metadata)
+from lecl_transforms.apps.monailabel_tasks import (INFER_KEYS, TRAIN_CONFIG_KEYS, TRAIN_TASK_KEYS, LECLInferTask,
+                                                    LECLTrainTask, bundle_labels, bundle_metadata)
 
 MODEL = "lecl"
 
@@ -25,7 +27,7 @@ class LECLApp(MONAILabelApp):
         self.bundle_root = os.path.realpath(conf.get("bundle", os.path.join(app_dir, os.pardir)))
         self.model_dir = os.path.realpath(conf.get("model_dir", os.path.join(app_dir, "model")))
         self.infer_config = {k: conf[k] for k in (*INFER_KEYS, "label_volume") if k in conf}
-        self.train_config = {k: conf[k] for k in TRAIN_KEYS if k in conf}
+        self.train_config = {k: conf[k] for k in (*TRAIN_CONFIG_KEYS, *TRAIN_TASK_KEYS) if k in conf}
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="LECL",
                          description="Nuclei in 3D immunofluorescence stacks, marker-positive or -negative, "
                          "trained from clicks", version=bundle_metadata(self.bundle_root)["version"],

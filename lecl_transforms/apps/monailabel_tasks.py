@@ -43,20 +43,25 @@ from ..utils.files import atomic_path, write_json
 from ..utils.names import NIFTI_SUFFIXES
 from ..utils.values import flag
 
-__all__ = ["LECLInferTask", "LECLTrainTask", "bundle_labels", "bundle_metadata", "current_model", "split_labelled", "MODEL_NAME",
-           "TRAIN_STATS_NAME"]
+__all__ = ["LECLInferTask", "LECLTrainTask", "bundle_labels", "bundle_metadata", "config_values", "current_model",
+           "split_labelled", "MODEL_NAME", "TRAIN_STATS_NAME", "INFER_KEYS", "TRAIN_CONFIGS", "TRAIN_CONFIG_KEYS",
+           "TRAIN_TASK_KEYS"]
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "model.pt"
 TRAIN_STATS_NAME = "train_stats.json"
-#: inference.json keys a client may set per request (value types as given here)
-INFER_KEYS = {"np_threshold": 0.7, "min_positive_slices": 1, "nuclei_channel": 0, "marker_channel": 1,
-              "overlap": 0.25, "allow_suspicious_input": False}
-#: training settings a client may set per request (value types as given here); epochs are passes of
-#: ``patches_per_epoch`` training patches
-TRAIN_KEYS = {"epochs": 20, "patches_per_epoch": 32, "fine_tune": True, "compact": True, "validation_fraction": 0.2,
-              "learning_rate": 0.001, "seed": 0, "allow_suspicious_input": False}
+#: inference.json keys a client may set per request; their defaults (and types) are inference.json's own values
+INFER_KEYS = ("np_threshold", "min_positive_slices", "nuclei_channel", "marker_channel", "overlap",
+              "allow_suspicious_input", "link_method")
+#: the training configs of a MONAI Label fine-tuning run, merged in order: the compact network and short schedule
+#: of quick.json (``compact``, the default) and the fine-tuning recipe of finetune.json (epochs are passes of
+#: ``patches_per_epoch`` patches; validation through the inference path picks the best epoch)
+TRAIN_CONFIGS = {True: ("train.json", "quick.json", "finetune.json"), False: ("train.json", "finetune.json")}
+#: training config keys a client may set per request; defaults (and types) from the merged configs
+TRAIN_CONFIG_KEYS = ("epochs", "patches_per_epoch", "learning_rate", "seed", "allow_suspicious_input")
+#: settings of the train task itself (not config keys), with their defaults
+TRAIN_TASK_KEYS = {"fine_tune": True, "compact": True, "validation_fraction": 0.2}
 
 
 def bundle_metadata(bundle_root) -> dict:
@@ -82,17 +87,29 @@ def current_model(bundle_root, model_dir) -> Path:
     return trained if trained.is_file() else Path(bundle_root) / "models" / MODEL_NAME
 
 
+def config_values(bundle_root, config_names, keys) -> dict:
+    """The values the bundle's configs ``config_names`` (merged in order, as MONAI's bundle runner merges them) give
+    ``keys``: the defaults a request falls back to, so they have one home, the configs."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(Path(bundle_root) / "configs" / name) for name in config_names])
+    return {key: parser.get(key) for key in keys}
+
+
 def _typed(request: Mapping, defaults: Mapping) -> dict:
-    """The keys of ``defaults`` from ``request`` (clients send text too: ``"false"``, ``"0.6"``) in their types."""
+    """The keys of ``defaults`` that ``request`` gives (clients send text too: ``"false"``, ``"0.6"``), in the types
+    of the defaults; keys the request leaves out are left out (the config's value applies)."""
     values = {}
     for key, default in defaults.items():
         if key not in request or request[key] is None:
-            values[key] = default
             continue
         value = request[key]
         try:
             if isinstance(default, bool):
                 values[key] = flag(value, key)
+            elif default is None or isinstance(value, type(default)):
+                values[key] = value
             else:
                 values[key] = type(default)(value)
         except (TypeError, ValueError) as e:
@@ -140,16 +157,19 @@ class LECLInferTask(InferTask):
     Args:
         bundle_root: the bundle folder (``configs/``, ``models/model.pt``).
         model_dir: where the train task publishes its models (``model.pt`` there wins over the shipped one).
-        config: defaults for the request keys of :data:`INFER_KEYS` and ``label_volume`` (``classes`` or
-            ``instances``: which label volume comes back as the result file).
+        config: the server's own defaults (``--conf``) for the request keys of :data:`INFER_KEYS` (else
+            ``inference.json``'s values) and ``label_volume`` (``classes`` or ``instances``: which label volume comes
+            back as the result file).
     """
 
     def __init__(self, bundle_root, model_dir, config: Mapping | None = None):
         self.bundle_root, self.model_dir = Path(bundle_root), Path(model_dir)
+        self.defaults = config_values(bundle_root, ["inference.json"], INFER_KEYS)
         super().__init__(
             type=InferType.SEGMENTATION, labels=bundle_labels(bundle_root), dimension=3,
             description="LECL: nuclei in 3D, each marker-positive or marker-negative (label volume + nuclei table)",
-            config={**INFER_KEYS, "label_volume": "classes", **(config or {})})
+            config={**self.defaults, **_typed(config or {}, self.defaults), "label_volume": "classes",
+                    **{k: v for k, v in (config or {}).items() if k == "label_volume"}})
 
     def is_valid(self) -> bool:
         return current_model(self.bundle_root, self.model_dir).is_file()
@@ -157,7 +177,7 @@ class LECLInferTask(InferTask):
     def __call__(self, request) -> tuple[str, dict]:
         start = time.time()
         image = str(request["image"])
-        keys = _typed({**self._config, **request}, INFER_KEYS)
+        keys = _typed({**self._config, **request}, self.defaults)
         label = str(request.get("label_volume", self._config["label_volume"]))
         if label not in ("classes", "instances"):
             raise input_error("request: label_volume", f"got {label!r}", "give classes or instances")
@@ -196,13 +216,19 @@ class LECLTrainTask(TrainTask):
     Args:
         bundle_root: the bundle folder (``configs/``).
         model_dir: where runs and the published ``model.pt`` go.
-        config: defaults for the request keys of :data:`TRAIN_KEYS`.
+        config: the server's own defaults (``--conf``) for :data:`TRAIN_TASK_KEYS` and the training config keys of
+            :data:`TRAIN_CONFIG_KEYS` (else the values of the merged :data:`TRAIN_CONFIGS`).
     """
 
     def __init__(self, bundle_root, model_dir, config: Mapping | None = None):
         super().__init__("LECL training from point labels (clicks) saved in the datastore")
         self.bundle_root, self.model_dir = Path(bundle_root), Path(model_dir)
-        self._config = {**TRAIN_KEYS, **(config or {})}
+        self.task_defaults = {**TRAIN_TASK_KEYS, **_typed(config or {}, TRAIN_TASK_KEYS)}
+        self.config_defaults = {compact: config_values(bundle_root, names, TRAIN_CONFIG_KEYS)
+                                for compact, names in TRAIN_CONFIGS.items()}
+        self.server_conf = _typed(config or {}, self.config_defaults[True])
+        self._config = {**self.config_defaults[self.task_defaults["compact"]], **self.server_conf,
+                        **self.task_defaults}
 
     def config(self) -> dict:
         return dict(self._config)
@@ -213,24 +239,20 @@ class LECLTrainTask(TrainTask):
 
     def __call__(self, request, datastore) -> dict:
         start = time.time()
-        opts = _typed({**self._config, **request}, TRAIN_KEYS)
+        task = {**self.task_defaults, **_typed(request, TRAIN_TASK_KEYS)}
+        configs = TRAIN_CONFIGS[task["compact"]]
+        keys = {**self.server_conf, **_typed(request, self.config_defaults[task["compact"]])}
+        opts = {**self.config_defaults[task["compact"]], **keys, **task}  # what this run uses, for its stats
         if opts["epochs"] < 1 or opts["patches_per_epoch"] < 1:
             raise input_error("request: epochs / patches_per_epoch", f"got {opts['epochs']} / "
                               f"{opts['patches_per_epoch']}", "give at least 1 of each")
-        datalist = split_labelled(datastore.datalist(), opts["validation_fraction"])
+        datalist = split_labelled(datastore.datalist(), task["validation_fraction"])
         run_dir = self.model_dir / time.strftime("train_%Y%m%d_%H%M%S")
         run_dir.mkdir(parents=True, exist_ok=False)
         write_json(run_dir / "datalist.json", datalist)
-        configs = ("train.json", "quick.json") if opts["compact"] else ("train.json",)
-        common = {"bundle_root": str(run_dir), "datalist": str(run_dir / "datalist.json"), "epochs": opts["epochs"],
-                  "patches_per_epoch": opts["patches_per_epoch"], "val_interval": max(1, opts["epochs"] // 4),
-                  "learning_rate": opts["learning_rate"], "seed": opts["seed"],
-                  "lr_step_epochs": max(1, (3 * opts["epochs"]) // 4),
-                  "contrast_start_epoch": min(opts["epochs"], max(1, opts["epochs"] // 4)),
-                  "allow_suspicious_input": opts["allow_suspicious_input"],
-                  # the best epoch by the whole inference path: the click F1 stays high while it can drop
-                  "val_inference_metrics": True, "val_key_metric": "val_stack_macro_f1"}
-        start_model = current_model(self.bundle_root, self.model_dir) if opts["fine_tune"] else None
+        common = {"bundle_root": str(run_dir), "datalist": str(run_dir / "datalist.json"), **keys,
+                  "inference_config": str(self.bundle_root / "configs" / "inference.json")}
+        start_model = current_model(self.bundle_root, self.model_dir) if task["fine_tune"] else None
         if start_model is not None:
             from ..networks import read_model_description
 

@@ -15,6 +15,7 @@ import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_tensor
 
+from ..errors import input_error
 from ..transforms.channels import ChannelComposite
 from ..transforms.emip import MaxIntensityProjection
 from ..transforms.hovernet_post import HoVerNetPostProcess
@@ -66,6 +67,9 @@ class SliceHoVerNetInferer(Inferer):
                  sw_batch_size: int = 8, slice_batch: int = 4, amp: bool = False,
                  overlap_postprocess: bool | None = None, progress: bool = False, channels_last: bool = False):
         super().__init__()
+        if not (isinstance(overlap, (int, float)) and not isinstance(overlap, bool) and 0 <= overlap < 1):
+            raise input_error("config: overlap (--overlap)", f"got {overlap!r}",
+                              "give a sliding-window overlap from 0 up to (not including) 1, e.g. 0.25")
         roi = (int(roi_size), int(roi_size)) if np.isscalar(roi_size) else tuple(int(r) for r in roi_size)
         self.window = SlidingWindowInferer(roi_size=roi, sw_batch_size=int(sw_batch_size), overlap=float(overlap),
                                            mode=mode)
