@@ -265,7 +265,7 @@ def load_weights(network: torch.nn.Module, checkpoint) -> torch.nn.Module:
     if not hasattr(network, "describe"):  # not a HoVerNetSCL (e.g. MONAI's HoVerNet): weights only
         state.pop(EXTRA_STATE_KEY, None)
     elif description and EXTRA_STATE_KEY not in state:  # older file: its "lecl_model" entry goes with the weights
-        state[EXTRA_STATE_KEY] = encode_description(description)
+        state[EXTRA_STATE_KEY] = encode_description({**dict.fromkeys(TRAINING_KEYS), **description})
     _check_shapes(network, state, checkpoint)
     try:
         missing, unexpected = network.load_state_dict(state, strict=False)
