@@ -42,7 +42,7 @@ import torch
 from lecl_transforms.data.synthetic import REGIMES, generate_stack
 from lecl_transforms.inferers import SliceHoVerNetInferer
 from lecl_transforms.inferers.slice_inferer import autocast_dtype
-from lecl_transforms.networks import HoVerNetSCL, load_model
+from lecl_transforms.networks import EXTRA_STATE_KEY, HoVerNetSCL, load_model
 from lecl_transforms.transforms import LinkSlices, MaxIntensityProjection
 
 
@@ -103,7 +103,8 @@ def zoo_network(network, device: torch.device) -> tuple[torch.nn.Module, str]:
     zoo = HoVerNet(mode="fast", in_channels=3, out_classes=3, decoder_padding=True)
     weights = "random weights"
     if float(getattr(network, "width", 0.0)) == 1.0:
-        state = {k: v for k, v in network.state_dict().items() if not k.startswith("projection_head.")}
+        state = {k: v for k, v in network.state_dict().items()
+                 if not k.startswith("projection_head.") and k != EXTRA_STATE_KEY}  # LECL's own keys
         try:
             zoo.load_state_dict(state)
             weights = "LECL's weights"

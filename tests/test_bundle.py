@@ -116,10 +116,11 @@ def test_every_config_loads_and_every_reference_is_defined(names):
 
 
 def test_ckpt_export_torchscript_gives_the_eager_outputs(tmp_path):
+    """Exactly the model zoo CI's export: no ``--key_in_ckpt``, so ``model.pt`` must load strictly as it is."""
     exported = tmp_path / "model.ts"
     run = _bundle_cli("ckpt_export", "network_def", "--filepath", str(exported), "--ckpt_file", str(SHIPPED),
-                      "--key_in_ckpt", "model", "--meta_file", str(CONFIGS / "metadata.json"),
-                      "--config_file", str(CONFIGS / "inference.json"), "--bundle_root", str(BUNDLE))
+                      "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+                      "--bundle_root", str(BUNDLE))
     assert run.returncode == 0, run.stderr[-3000:]
     from lecl_transforms.networks import load_model
 
@@ -137,12 +138,16 @@ def test_ckpt_export_torchscript_gives_the_eager_outputs(tmp_path):
 
 
 def test_shipped_model_is_small_and_describes_itself():
-    from lecl_transforms.networks import read_model_description
+    """A plain state dict (what MONAI's loaders and the zoo expect), its description under ``_extra_state``."""
+    from lecl_transforms.networks import EXTRA_STATE_KEY, read_model_description
 
     assert SHIPPED.stat().st_size < 5 * 2**20
+    state = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert EXTRA_STATE_KEY in state and all(isinstance(v, torch.Tensor) for v in state.values())
     description = read_model_description(SHIPPED)
     assert description.source == "checkpoint" and description.width == 0.125 and description.patch_size == 128
     assert dataclasses.asdict(description)["composite"]["weights"]
+    description.network().load_state_dict(state)  # strictly
 
 
 def test_bundle_runs_from_a_copy_with_the_package_from_a_built_wheel(tmp_path):

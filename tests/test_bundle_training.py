@@ -11,6 +11,7 @@ import torch
 from conftest import CONFIGS, bundle_run
 
 from lecl_transforms import read_points
+from lecl_transforms.networks import EXTRA_STATE_KEY, HoVerNetSCL, decode_description
 
 
 def mlflow_runs(bundle_root):
@@ -28,10 +29,13 @@ def test_quick_config_trains_and_leaves_checkpoints(quick_run):
     assert (stage0 / "model.pt").is_file() and (stage0 / "model_final.pt").is_file()
     assert list(stage0.glob("checkpoint_epoch=*.pt"))
     best = torch.load(stage0 / "model.pt", map_location="cpu", weights_only=True)
-    assert any(k.startswith("type_prediction.") for k in best["model"])
-    # the model describes itself: inference needs no width, patch size or composite restated
-    assert best["lecl_model"]["width"] == 0.125 and best["lecl_model"]["patch_size"] == 128
-    assert best["lecl_model"]["proj_dim"] == 32 and best["lecl_model"]["composite"]["percentiles"] == [0.5, 99.8]
+    weights = best.get("model", best)  # a plain state dict once the CheckpointSaver saves the network alone
+    assert any(k.startswith("type_prediction.") for k in weights)
+    # the model describes itself, inside its weights: inference needs no width, patch size or composite restated
+    described = decode_description(weights[EXTRA_STATE_KEY])
+    assert described["width"] == 0.125 and described["patch_size"] == 128
+    assert described["proj_dim"] == 32 and described["composite"]["percentiles"] == [0.5, 99.8]
+    HoVerNetSCL(width=0.125).load_state_dict(weights)  # strictly, as the model zoo's ckpt_export loads it
 
 
 def test_quick_run_is_in_mlflow_with_per_term_losses_and_validation(quick_run):

@@ -1,12 +1,23 @@
 """HoVer-Net ("fast" mode) with LECL's projection head on the type branch, at full or compact width.
 
 Module names mirror ``monai.networks.nets.HoVerNet`` exactly, so at ``width=1`` the state dicts are interchangeable
-(the projection head's keys aside). The decoder blocks are MONAI's own; the encoder blocks are re-stated here
-because MONAI decides where to downsample by testing ``in_channels == 64``, which breaks once widths are scaled.
+(the projection head's keys and ``_extra_state`` aside). The decoder blocks are MONAI's own; the encoder blocks are
+re-stated here because MONAI decides where to downsample by testing ``in_channels == 64``, which breaks once widths
+are scaled.
+
+The network describes itself in its ``state_dict()``: one key, ``_extra_state`` (PyTorch's ``get_extra_state``),
+holds its architecture (width, embedding size, channels, decoder padding) and the values of the training its
+weights come from that no weight shape shows (patch size, channel composite, pixel size, calibrated thresholds),
+as JSON text in a ``uint8`` tensor. A tensor, not a dict: it loads with ``torch.load(..., weights_only=True)`` and
+passes every MONAI loader unchanged, including ``copy_model_state`` (``monai.bundle.load``, ``CheckpointLoader``
+with ``strict_shape=False``), which compares ``.shape`` of every entry. So ``model.pt`` is a plain state dict that
+``load_state_dict`` takes strictly (the model zoo's ``ckpt_export`` without ``key_in_ckpt``), and TorchScript
+ignores it.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -18,11 +29,46 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets.hovernet import _DecoderBlock, _Transition
 from monai.utils.enums import HoVerNetBranch, InterpolateMode, UpsampleMode
 
-__all__ = ["HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES", "valid_widths", "default_proj_dim"]
+__all__ = ["HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES", "EXTRA_STATE_KEY", "ARCHITECTURE_KEYS",
+           "valid_widths", "default_proj_dim", "encode_description", "decode_description"]
 
 EMBEDDING_KEY = "embedding"
 ENCODER_PREFIXES = ("conv0.", "res_blocks.")
+#: the ``state_dict`` key of the network's description (PyTorch's name for a module's extra state)
+EXTRA_STATE_KEY = "_extra_state"
+#: the description's values that the network's own construction fixes (checked when a state dict is loaded)
+ARCHITECTURE_KEYS = ("width", "proj_dim", "in_channels", "out_classes", "decoder_padding")
+#: version of the description's layout, stored with it as ``"lecl_model_format"``
+DESCRIPTION_FORMAT = 1
+_FORMAT_KEY = "lecl_model_format"
 _ACT = ("relu", {"inplace": True})
+
+
+def encode_description(values: Mapping) -> torch.Tensor:
+    """A description (JSON-able values) as the ``uint8`` tensor of its JSON text, the form stored in a state dict."""
+    text = json.dumps({_FORMAT_KEY: DESCRIPTION_FORMAT, **values}, sort_keys=True)
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+
+
+def decode_description(stored) -> dict:
+    """The values of a stored description: the tensor :func:`encode_description` makes (or its bytes, or a dict)."""
+    if isinstance(stored, Mapping):
+        values = dict(stored)
+    else:
+        raw = bytes(stored.detach().cpu().to(torch.uint8).tolist()) if isinstance(stored, torch.Tensor) else stored
+        values = json.loads(bytes(raw).decode("utf-8"))
+        if not isinstance(values, dict):
+            raise ValueError(f"a stored network description must be a JSON object, got {type(values).__name__}")
+    values.pop(_FORMAT_KEY, None)
+    return values
+
+
+def _same(key: str, a, b) -> bool:
+    if key == "width":
+        return float(a) == float(b)
+    if key == "decoder_padding":
+        return bool(a) == bool(b)
+    return int(a) == int(b)
 
 
 def default_proj_dim(width: float) -> int:
@@ -196,6 +242,9 @@ class HoVerNetSCL(nn.Module):
         self.proj_dim = int(proj_dim)
         self.return_embedding = proj_dim > 0
         self.projection_head = ProjectionHead(w(64), max(proj_dim, 1))
+        #: values of the training these weights come from that no weight shape shows (patch size, composite...)
+        self.trained_with: dict = {}
+        self._keep_trained_with = False
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
@@ -203,6 +252,51 @@ class HoVerNetSCL(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
         self.freeze_encoder(freeze_encoder)
+
+    def architecture(self) -> dict:
+        """The values its construction fixes (:data:`ARCHITECTURE_KEYS`), read from the layers."""
+        return {"width": self.width, "proj_dim": self.proj_dim, "in_channels": int(self.conv0.conv.in_channels),
+                "out_classes": int(self.type_prediction.output_features.decoderblock4.conv.out_channels),
+                "decoder_padding": self.decoder_padding}
+
+    def describe(self, trained_with: Mapping, own: bool = True) -> HoVerNetSCL:
+        """Attach the values of the training (JSON-able: ``patch_size``, ``composite``, ``pixel_size_yx``,
+        ``np_threshold``, ...); they travel in ``state_dict()``. ``own=True``: this network is being trained with
+        them, so weights loaded into it later (stage-0 model, resume, ``init_checkpoint``) keep them;
+        ``own=False``: the next loaded state dict's values replace them. Returns the network."""
+        clash = sorted(set(trained_with) & {*ARCHITECTURE_KEYS, _FORMAT_KEY})
+        if clash:
+            raise ValueError(f"{clash} are fixed by the network's construction, not training values")
+        json.dumps(dict(trained_with))  # JSON-able, or a TypeError now rather than at the first save
+        self.trained_with, self._keep_trained_with = dict(trained_with), bool(own)
+        return self
+
+    def description(self) -> dict:
+        """Architecture and training values, as stored under ``_extra_state``."""
+        return {**self.trained_with, **self.architecture()}
+
+    def get_extra_state(self) -> torch.Tensor:
+        return encode_description(self.description())
+
+    def set_extra_state(self, state) -> None:
+        values = decode_description(state)
+        own = self.architecture()
+        wrong = [f"{k} {values[k]} (this network: {own[k]})" for k in ARCHITECTURE_KEYS
+                 if values.get(k) is not None and not _same(k, values[k], own[k])]
+        if wrong:
+            raise ValueError("the state dict describes another network: " + ", ".join(wrong)
+                             + "; build the network as described (lecl_transforms.networks.load_model does)")
+        if not self._keep_trained_with:
+            self.trained_with = {k: v for k, v in values.items() if k not in ARCHITECTURE_KEYS}
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        # weights saved without a description (older LECL checkpoints, MONAI's HoVerNet) load strictly too: the
+        # network keeps its own description (resuming an older run, MONAI Label's strict load)
+        if prefix + EXTRA_STATE_KEY in missing_keys:
+            missing_keys.remove(prefix + EXTRA_STATE_KEY)
 
     def freeze_encoder(self, frozen: bool = True) -> None:
         """Stop (or restart) gradients into the encoder (``conv0`` and ``res_blocks``)."""
@@ -246,7 +340,8 @@ class HoVerNetSCL(nn.Module):
         """Load weights of a ``monai.networks.nets.HoVerNet`` (or any matching subset); returns the keys not loaded
         (the projection head's, and any whose shape differs)."""
         own = self.state_dict()
-        usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+        usable = {k: v for k, v in state_dict.items()
+                  if k in own and k != EXTRA_STATE_KEY and own[k].shape == v.shape}
         own.update(usable)
         self.load_state_dict(own)
-        return sorted(set(own) - set(usable))
+        return sorted(set(own) - set(usable) - {EXTRA_STATE_KEY})
