@@ -180,7 +180,7 @@ def test_demo_rerun_needs_overwrite_and_passes_it_to_training(tmp_path, capsys, 
     (training, kw), (inference, kw_inf) = calls
     assert (training, inference) == ("training", "inference")
     assert "overwrite" not in kw and kw["datalist"] == str((out / "data" / "datalist.json").resolve())
-    assert kw_inf["overwrite"] is False and kw_inf["section"] == "test"
+    assert "overwrite" not in kw_inf and kw_inf["section"] == "test"  # not typed: the config's false holds
     assert kw_inf["checkpoint"] == str((out / "models" / "stage0" / "model.pt").resolve())
     (out / "models" / "stage0").mkdir(parents=True)
     (out / "models" / "stage0" / "model.pt").write_bytes(b"earlier demo model")

@@ -8,8 +8,10 @@ from lecl_transforms.engines import (
     PrepareTrainBatch,
     check_training_config,
     check_training_data,
+    datalist_file,
     latest_checkpoint,
     training_entries,
+    write_synthetic_data,
 )
 from lecl_transforms.metrics import ClickMetric
 from lecl_transforms.networks import HoVerNetSCL
@@ -53,7 +55,7 @@ def test_prepare_train_batch():
 
 def test_config_checks_fail_early_with_clear_messages(synth_dir):
     net = HoVerNetSCL(width=0.125)
-    entries = training_entries(str(synth_dir / "datalist.json"), "training", "unused")
+    entries = training_entries(str(synth_dir / "datalist.json"), "training")
     with pytest.raises(LECLInputError, match="config: patch_size"):
         check_training_config(net, 250)
     with pytest.raises(LECLInputError, match="marker_channel=3, but .* has 2 channels"):
@@ -63,14 +65,14 @@ def test_config_checks_fail_early_with_clear_messages(synth_dir):
     check_training_config(net, 128, batch_size=2, samples_per_image=2)
     assert check_training_data(entries, [], 0, 1).shapes_yx == [(96, 96)] * len(entries)
     with pytest.raises(LECLInputError, match="datalist not found"):
-        training_entries("/nonexistent/datalist.json", "training", "unused")
+        training_entries("/nonexistent/datalist.json", "training")
     with pytest.raises(LECLInputError, match="no training checkpoint to resume from"):
         latest_checkpoint(str(synth_dir))
     assert latest_checkpoint(str(synth_dir), required=False) == ""
 
 
 def test_every_bad_stack_is_named_in_one_message(synth_dir, tmp_path):
-    entries = training_entries(str(synth_dir / "datalist.json"), "training", "unused")
+    entries = training_entries(str(synth_dir / "datalist.json"), "training")
     broken = [{"image": str(tmp_path / f"missing{i}.tif"), "points": entries[0]["points"]} for i in range(2)]
     with pytest.raises(LECLInputError) as error:
         check_training_data(entries + broken, [], 0, 1)
@@ -82,11 +84,16 @@ def test_built_in_data_is_generated_once_and_said(tmp_path, caplog):
     import logging
 
     caplog.set_level(logging.INFO)
-    entries = training_entries("synthetic", "training", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
+    syn = str(tmp_path / "syn")
+    assert datalist_file("synthetic", syn) == str(tmp_path / "syn" / "datalist.json")
+    write_synthetic_data("synthetic", syn, n_images=3, size=64)
+    entries = training_entries(datalist_file("synthetic", syn), "training")
     assert len(entries) == 1 and entries[0]["image"].endswith("synth_000.tif")
     assert "built-in synthetic data (3 stacks of 64 x 64 px" in caplog.text
     stamp = (tmp_path / "syn" / "images" / "synth_000.tif").stat().st_mtime_ns
-    training_entries("synthetic", "validation", str(tmp_path / "syn"), synthetic_images=3, synthetic_size=64)
+    write_synthetic_data("synthetic", syn, n_images=3, size=64)
     assert (tmp_path / "syn" / "images" / "synth_000.tif").stat().st_mtime_ns == stamp
+    write_synthetic_data(str(tmp_path / "mine.json"), str(tmp_path / "other"))  # a user's datalist: nothing written
+    assert not (tmp_path / "other").exists()
     with pytest.raises(LECLInputError, match="no datalist given"):
-        training_entries(None, "training", str(tmp_path / "syn"))
+        datalist_file(None, syn)
