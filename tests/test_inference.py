@@ -14,7 +14,10 @@ import tifffile
 from conftest import CONFIGS, REPO, write_imagej_zcyx
 from scipy.optimize import linear_sum_assignment
 
-PRED_COLUMNS = ["id", "z", "y", "x", "label", "score", "z_start", "z_stop", "area_px", "z_um", "y_um", "x_um"]
+PRED_COLUMNS = ["id", "z", "y", "x", "label", "score", "z_start", "z_stop", "area_px", "z_um", "y_um", "x_um",
+                "n_slices", "positive_slices", "centre_slice", "volume_voxels", "volume_um3", "nuclei_mean",
+                "nuclei_max", "nuclei_integrated", "marker_mean", "marker_max", "marker_integrated",
+                "marker_mean_centre_slice"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 

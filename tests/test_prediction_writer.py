@@ -15,6 +15,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import disk, polygon2mask
 
+from lecl_transforms.data.measurements import MEASUREMENT_COLUMNS, nucleus_measurements
 from lecl_transforms.data.points import read_points
 from lecl_transforms.data.prediction_writer import (
     CSV_COLUMNS,
@@ -71,7 +72,31 @@ def _table(labels):
     return {"id": ids, "z": z, "y": y, "x": x, "label": np.array([CLASSES[i] for i in ids]),
             "score": np.array([0.1234567, 0.87654, 0.3, 0.05]),
             "z_start": np.array([b[0].start for b in boxes]), "z_stop": np.array([b[0].stop - 1 for b in boxes]),
-            "area_px": area, "n_slices": np.array([3, 3, 2, 1])}  # an extra column, to be ignored
+            "area_px": area, "positive_slices": np.array([0, 2, 0, 0]),
+            "n_slices": np.array([9, 9, 9, 9])}  # a column the writer does not take: the CSV's n_slices is measured
+
+
+def _image(labels, seed=1):
+    """Raw (2, Z, Y, X) nuclei/marker values as a 12-bit camera gives them (integers, not normalised)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 4096, (2, *labels.shape)).astype(np.float32)
+
+
+def _naive_measurements(labels, image, spacing):
+    """Reference: nucleus by nucleus over the whole volume, straight from the definitions."""
+    rows = []
+    for nucleus in range(1, labels.max() + 1):
+        mask = labels == nucleus
+        area = mask.sum(axis=(1, 2))
+        centre = int(np.argmax(area))  # the first slice of largest area
+        row = {"n_slices": int((area > 0).sum()), "centre_slice": centre, "volume_voxels": int(mask.sum()),
+               "volume_um3": mask.sum() * np.prod(spacing) if spacing else np.nan,
+               "marker_mean_centre_slice": image[1, centre][mask[centre]].mean(dtype=np.float64)}
+        for c, name in enumerate(("nuclei", "marker")):
+            values = image[c][mask].astype(np.float64)
+            row.update({f"{name}_mean": values.mean(), f"{name}_max": values.max(), f"{name}_integrated": values.sum()})
+        rows.append(row)
+    return rows
 
 
 def _mip(labels):
@@ -86,7 +111,7 @@ def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("pred")
     labels = _stack()
     table = _table(labels)
-    paths = write_predictions(out / "sub", STEM, labels, table, SPACING, _mip(labels))
+    paths = write_predictions(out / "sub", STEM, labels, table, SPACING, _mip(labels), image=_image(labels))
     return out / "sub", paths, labels, table
 
 
@@ -100,7 +125,10 @@ def test_every_file_is_written_and_no_temporary_file_remains(written):
 def test_csv_header_values_and_read_back_as_points(written):
     _, paths, labels, table = written
     lines = paths["csv"].read_text().splitlines()
-    assert lines[0] == "id,z,y,x,label,score,z_start,z_stop,area_px,z_um,y_um,x_um"
+    assert lines[0] == ("id,z,y,x,label,score,z_start,z_stop,area_px,z_um,y_um,x_um,n_slices,positive_slices,"
+                        "centre_slice,volume_voxels,volume_um3,nuclei_mean,nuclei_max,nuclei_integrated,"
+                        "marker_mean,marker_max,marker_integrated,marker_mean_centre_slice")
+    assert lines[0] == ",".join(CSV_COLUMNS)
     rows = list(csv.DictReader(lines))
     assert len(rows) == 4
     for i, row in enumerate(rows):
@@ -114,6 +142,47 @@ def test_csv_header_values_and_read_back_as_points(written):
     coords, point_labels = read_points(paths["csv"], shape=labels.shape)
     np.testing.assert_array_equal(coords, np.rint(np.column_stack([table["z"], table["y"], table["x"]])))
     np.testing.assert_array_equal(point_labels, [1, 2, 1, 1])
+
+
+def test_csv_and_geojson_measurements_equal_a_naive_per_nucleus_computation(written):
+    _, paths, labels, table = written
+    rows = list(csv.DictReader(paths["csv"].read_text().splitlines()))
+    expected = _naive_measurements(labels, _image(labels), SPACING)
+    # hand-checked for the single-pixel nucleus 4 at (0, 42, 6): one voxel of 2 x 0.5 x 0.25 um
+    assert expected[3]["volume_voxels"] == 1 and expected[3]["volume_um3"] == 0.25
+    assert expected[3]["nuclei_max"] == expected[3]["nuclei_mean"] == _image(labels)[0, 0, 42, 6]
+    geojson = {f["id"]: f["properties"]["measurements"] for f in json.loads(paths["geojson"].read_text())["features"]}
+    for row, want in zip(rows, expected):
+        nucleus = int(row["id"])
+        assert row["positive_slices"] == str(table["positive_slices"][nucleus - 1])  # from the linking
+        for key in ("n_slices", "centre_slice", "volume_voxels"):
+            assert int(row[key]) == want[key], (nucleus, key)
+        assert float(row["volume_um3"]) == pytest.approx(want["volume_um3"], abs=5e-4)
+        for key in ("nuclei_mean", "nuclei_max", "nuclei_integrated", "marker_mean", "marker_max",
+                    "marker_integrated", "marker_mean_centre_slice"):
+            assert float(row[key]) == pytest.approx(want[key], rel=1e-6), (nucleus, key)
+            assert geojson[nucleus][key] == float(row[key])  # QuPath gets the CSV's values
+        assert geojson[nucleus]["volume_voxels"] == want["volume_voxels"]
+        assert {"y", "x", "y_um", "x_um"}.isdisjoint(geojson[nucleus])  # QuPath measures the centroid itself
+    # the integrated intensities are exact integers here (integer raw values): written without rounding
+    assert [float(r["marker_integrated"]) for r in rows] == [w["marker_integrated"] for w in expected]
+
+
+def test_measurements_of_a_synthetic_volume_match_the_naive_computation():
+    """Hundreds of random 3D blobs, raw float values with negatives (a background-subtracted stack)."""
+    rng = np.random.default_rng(7)
+    blobs = ndimage.gaussian_filter(rng.random((9, 80, 90)), (1, 2, 2)) > 0.52
+    labels, n = ndimage.label(blobs)
+    assert n > 30
+    image = rng.normal(0, 50, (2, *labels.shape)).astype(np.float32)
+    centre_z, _ = largest_slices(labels, n)
+    got = nucleus_measurements(labels, image, centre_z, (1.5, 0.4, 0.4))
+    assert list(got) == list(MEASUREMENT_COLUMNS)
+    expected = _naive_measurements(labels, image, (1.5, 0.4, 0.4))
+    for key in MEASUREMENT_COLUMNS:
+        np.testing.assert_allclose(got[key], [row[key] for row in expected], rtol=1e-12, err_msg=key)
+    assert (got["nuclei_max"] < 0).any()  # nuclei whose every value is negative keep their (negative) maximum
+    assert np.isnan(nucleus_measurements(labels, image, centre_z, None)["volume_um3"]).all()
 
 
 def test_tiffs_hold_ids_classes_and_spacing(written):
@@ -220,20 +289,25 @@ def test_largest_slices_and_given_centre_slices(tmp_path):
     np.testing.assert_array_equal(centre_z, [-1, 2, 3, 5, 0])
     np.testing.assert_array_equal(area[1:], _table(labels)["area_px"])
     # nucleus 1 on slice 3 as given; nucleus 2 given slice 0, where it has no voxel: its largest slice (3) instead
-    paths = write_predictions(tmp_path, STEM, labels, _table(labels), SPACING, _mip(labels),
+    paths = write_predictions(tmp_path, STEM, labels, _table(labels), SPACING, _mip(labels), image=_image(labels),
                               centre_slices=[3, 0, 4, 0])
     features = json.loads(paths["geojson"].read_text())["features"]
     assert [f["properties"]["measurements"]["centre_slice"] for f in features] == [3, 3, 4, 0]
     with pytest.raises(LECLInputError, match="centre_slices"):
-        write_predictions(tmp_path, STEM, labels, _table(labels), SPACING, _mip(labels), centre_slices=[1, 2, 6, 0])
+        write_predictions(tmp_path, STEM, labels, _table(labels), SPACING, _mip(labels), image=_image(labels),
+                          centre_slices=[1, 2, 6, 0])
 
 
 def test_unknown_spacing_is_written_as_pixels(tmp_path):
     labels = _stack()
     table = _table(labels)
-    paths = write_predictions(tmp_path, STEM, labels, table, None, _mip(labels))
+    paths = write_predictions(tmp_path, STEM, labels, table, None, _mip(labels), image=_image(labels))
     rows = list(csv.DictReader(paths["csv"].read_text().splitlines()))
     assert [r["x_um"] for r in rows] == [f"{v:.3f}" for v in table["x"]]
+    assert [r["volume_um3"] for r in rows] == [""] * 4  # unknown, not a guess
+    assert [r["volume_voxels"] for r in rows] == [str(int((labels == i).sum())) for i in range(1, 5)]
+    features = json.loads(paths["geojson"].read_text())["features"]
+    assert all("volume_um3" not in f["properties"]["measurements"] for f in features)  # left out, not NaN
     with tifffile.TiffFile(paths["instances"]) as tif:
         assert tif.imagej_metadata["unit"] == "pixel"
         assert imagej_spacing(tif.imagej_metadata, tif.pages[0]) == [None, None, None]  # not mistaken for um
@@ -242,7 +316,7 @@ def test_unknown_spacing_is_written_as_pixels(tmp_path):
 @pytest.mark.parametrize("table", [{k: np.zeros(0) for k in CSV_COLUMNS[:9]}, {}])
 def test_no_nucleus_writes_valid_empty_outputs(tmp_path, table):
     labels = np.zeros(SHAPE, np.uint16)
-    paths = write_predictions(tmp_path, STEM, labels, table, SPACING, np.ones((2, 48, 48)))
+    paths = write_predictions(tmp_path, STEM, labels, table, SPACING, np.ones((2, 48, 48)), image=_image(labels))
     assert paths["csv"].read_text() == ",".join(CSV_COLUMNS) + "\n"
     assert json.loads(paths["geojson"].read_text()) == {"type": "FeatureCollection", "features": []}
     assert not tifffile.imread(paths["instances"]).any() and tifffile.imread(paths["instances"]).shape == SHAPE
@@ -254,12 +328,14 @@ def test_inconsistent_inputs_are_refused_before_writing(tmp_path):
     labels = _stack()
     bad_ids = {**_table(labels), "id": np.array([1, 2, 3, 5])}
     with pytest.raises(LECLInputError, match="ids"):
-        write_predictions(tmp_path, STEM, labels, bad_ids, SPACING, _mip(labels))
+        write_predictions(tmp_path, STEM, labels, bad_ids, SPACING, _mip(labels), image=_image(labels))
     short = {k: v[:3] for k, v in _table(labels).items()}  # labels hold id 4, the table stops at 3
     with pytest.raises(LECLInputError, match="table has 3 nuclei"):
-        write_predictions(tmp_path, STEM, labels, short, SPACING, _mip(labels))
+        write_predictions(tmp_path, STEM, labels, short, SPACING, _mip(labels), image=_image(labels))
     with pytest.raises(LECLInputError, match="mip"):
-        write_predictions(tmp_path, STEM, labels, _table(labels), SPACING, np.zeros((2, 40, 48)))
+        write_predictions(tmp_path, STEM, labels, _table(labels), SPACING, np.zeros((2, 40, 48)), image=_image(labels))
+    with pytest.raises(LECLInputError, match="image of shape"):
+        write_predictions(tmp_path, STEM, labels, _table(labels), SPACING, _mip(labels), image=_image(labels)[:, 1:])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -302,6 +378,9 @@ def test_save_predictions_transform(tmp_path):
     d = {"image": image, "nuclei": _FakeNuclei(torch.as_tensor(labels), _table(labels))}
     out = SavePredictionsd(tmp_path)(d)
     assert {k: p.name for k, p in out["pred_files"].items()} == FILES
+    rows = list(csv.DictReader(out["pred_files"]["csv"].read_text().splitlines()))
+    # the intensities are the image's own values (nucleus 2's voxels all hold mip[1] at their (y, x))
+    assert float(rows[1]["marker_max"]) == pytest.approx(mip[1][labels.max(axis=0) == 2].max(), rel=1e-6)
     with tifffile.TiffFile(out["pred_files"]["instances"]) as tif:
         np.testing.assert_array_equal(tif.asarray(), labels)
         np.testing.assert_allclose(imagej_spacing(tif.imagej_metadata, tif.pages[0]), SPACING, rtol=1e-6)

@@ -3,8 +3,9 @@
 =========================  ===========================================================================================
 file                       opened in / content
 =========================  ===========================================================================================
-``STEM_pred.csv``          spreadsheets, and ``read_points`` (a points file): one row per nucleus, header
-                           ``id,z,y,x,label,score,z_start,z_stop,area_px,z_um,y_um,x_um``
+``STEM_pred.csv``          spreadsheets, and ``read_points`` (a points file): one row per nucleus, columns
+                           :data:`CSV_COLUMNS` (position, class, extent, then the measurements of
+                           :mod:`~lecl_transforms.data.measurements`: volume, raw intensities per channel)
 ``STEM_instances.tif``     napari / Fiji: ``(Z, Y, X)`` nucleus id per voxel (0 background); uint16 ImageJ hyperstack
                            with the voxel spacing, or uint32 OME-TIFF from 65535 nuclei on (ImageJ has no uint32)
 ``STEM_classes.tif``       napari / Fiji: ``(Z, Y, X)`` uint8 class per voxel, 0 background, 1 negative, 2 positive
@@ -34,6 +35,7 @@ from scipy import ndimage
 
 from ..errors import input_error
 from ..utils.files import atomic_path, write_json
+from .measurements import MEASUREMENT_COLUMNS, nucleus_measurements
 
 __all__ = [
     "write_predictions",
@@ -49,10 +51,17 @@ __all__ = [
     "CLASS_NAMES",
 ]
 
-#: header of ``STEM_pred.csv``
-CSV_COLUMNS = ("id", "z", "y", "x", "label", "score", "z_start", "z_stop", "area_px", "z_um", "y_um", "x_um")
-_CSV_FORMATS = ("%d", "%.2f", "%.2f", "%.2f", "%d", "%.4f", "%d", "%d", "%d", "%.3f", "%.3f", "%.3f")
-_TABLE_KEYS = ("id", "z", "y", "x", "label", "score", "z_start", "z_stop", "area_px")
+_TABLE_KEYS = ("id", "z", "y", "x", "label", "score", "z_start", "z_stop", "area_px", "positive_slices")
+
+#: header of ``STEM_pred.csv``: the table's columns, the centroid in um, then the measurements
+CSV_COLUMNS = (*_TABLE_KEYS[:9], "z_um", "y_um", "x_um", "n_slices", "positive_slices",
+               *MEASUREMENT_COLUMNS[1:])
+_INTEGER_COLUMNS = {"id", "label", "z_start", "z_stop", "area_px", "n_slices", "positive_slices", "centre_slice",
+                    "volume_voxels"}
+# raw intensities may be counts or floats in [0, 1]: significant digits, not decimals (float32 holds ~7)
+_CSV_FORMATS = {"z": "%.2f", "y": "%.2f", "x": "%.2f", "score": "%.4f", "z_um": "%.3f", "y_um": "%.3f",
+                "x_um": "%.3f", "volume_um3": "%.3f", "nuclei_integrated": "%.10g", "marker_integrated": "%.10g",
+                **{k: "%d" for k in _INTEGER_COLUMNS}}
 
 #: file of each output, keyed as :func:`write_predictions` returns them
 PRED_FILE_SUFFIXES = {"csv": "_pred.csv", "instances": "_instances.tif", "classes": "_classes.tif",
@@ -89,8 +98,9 @@ def _check_spacing(spacing, where: str) -> tuple[float, float, float] | None:
     return values
 
 
-def _check_inputs(labels, table: Mapping, mip, where: str):
-    """``labels`` (Z, Y, X) int with ids 1..M, the table's columns as numpy (rows of ids 1..M, any order), mip."""
+def _check_inputs(labels, table: Mapping, mip, image, where: str):
+    """``labels`` (Z, Y, X) int with ids 1..M, the table's columns as numpy (rows of ids 1..M, any order), mip,
+    image (2, Z, Y, X)."""
     labels = _numpy(labels)
     if labels.ndim == 4 and labels.shape[0] == 1:  # channel-first (1, Z, Y, X) from a MONAI pipeline
         labels = labels[0]
@@ -127,7 +137,11 @@ def _check_inputs(labels, table: Mapping, mip, where: str):
     if mip.ndim != 3 or mip.shape[0] < 2 or mip.shape[1:] != labels.shape[1:]:
         raise input_error(where, f"mip of shape {mip.shape} does not match the labels' (Y, X) {labels.shape[1:]}",
                           "give the (2, Y, X) max projection of the nuclei (0) and marker (1) channels")
-    return labels, columns, mip
+    image = _numpy(image)
+    if image.ndim != 4 or image.shape[0] != 2 or image.shape[1:] != labels.shape:
+        raise input_error(where, f"image of shape {image.shape} does not match the labels' (Z, Y, X) {labels.shape}",
+                          "give the (2, Z, Y, X) nuclei (0) and marker (1) stack the nuclei were predicted on")
+    return labels, columns, mip, image
 
 
 def instance_dtype(n_nuclei: int) -> np.dtype:
@@ -275,17 +289,27 @@ def qc_picture(labels: np.ndarray, centre_z: np.ndarray, classes: np.ndarray, mi
 
 
 # -- the files --------------------------------------------------------------------------------------------------------
-def _write_csv(path: Path, columns: dict, spacing: tuple[float, float, float]) -> None:
-    dz, dy, dx = spacing
-    table = np.column_stack([
-        *(columns[k] for k in _TABLE_KEYS), columns["z"] * dz, columns["y"] * dy, columns["x"] * dx,
-    ]) if len(columns["id"]) else np.zeros((0, len(CSV_COLUMNS)))
-    for i, fmt in enumerate(_CSV_FORMATS):
+def _csv_columns(columns: dict, measured: dict, spacing: tuple[float, float, float] | None) -> dict[str, np.ndarray]:
+    """Every CSV column, rows in table order (``measured`` is in id order)."""
+    dz, dy, dx = spacing or (1.0, 1.0, 1.0)
+    row_ids = columns["id"].astype(np.int64)
+    return {**columns, "z_um": columns["z"] * dz, "y_um": columns["y"] * dy, "x_um": columns["x"] * dx,
+            **{k: np.asarray(v)[row_ids - 1] for k, v in measured.items()}}
+
+
+def _write_csv(path: Path, table: dict) -> None:
+    """One row per nucleus; NaN (an unknown value, e.g. the volume in um^3 without a spacing) is an empty cell."""
+    cells = []
+    for key in CSV_COLUMNS:
+        values = np.asarray(table[key], np.float64)
+        fmt = _CSV_FORMATS.get(key, "%.7g")
         if fmt == "%d":
-            table[:, i] = np.rint(table[:, i])  # "%d" truncates: 3.9999 must read 4
+            values = np.rint(values)  # "%d" truncates: 3.9999 must read 4
+        text = np.char.mod(fmt, values) if len(values) else np.zeros(0, str)
+        cells.append(np.where(np.isnan(values), "", text))
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write(",".join(CSV_COLUMNS) + "\n")
-        np.savetxt(f, table, fmt=list(_CSV_FORMATS), delimiter=",")
+        f.writelines(",".join(row) + "\n" for row in zip(*cells))
 
 
 def _write_label_tiff(path: Path, volume: np.ndarray, spacing: tuple[float, float, float] | None) -> None:
@@ -305,15 +329,29 @@ def _write_label_tiff(path: Path, volume: np.ndarray, spacing: tuple[float, floa
             tifffile.imwrite(tmp, volume, ome=True, photometric="minisblack", metadata={"axes": "ZYX", **sizes})
 
 
-def _write_geojson(path: Path, columns: dict, rings: list[np.ndarray], centre_z: np.ndarray) -> None:
+#: CSV columns left out of the GeoJSON measurements: QuPath measures each detection's (y, x) centroid itself
+_NOT_IN_GEOJSON = ("y", "x", "y_um", "x_um")
+
+
+def _measurement(key: str, value: float) -> int | float:
+    """A CSV value as a JSON number, rounded as in the CSV."""
+    fmt = _CSV_FORMATS.get(key, "%.7g")
+    return int(round(value)) if fmt == "%d" else float(fmt % value)
+
+
+def _write_geojson(path: Path, table: dict, rings: list[np.ndarray]) -> None:
+    """One QuPath detection per nucleus; ``properties.measurements`` is a name -> number dict (QuPath 0.4 and
+    later read it so; NaN values are left out, QuPath shows them as missing)."""
     from ..visualize import CLASS_COLOURS
 
     row_of = np.empty(len(rings) + 1, np.int64)
-    row_of[columns["id"].astype(np.int64)] = np.arange(len(rings))
+    row_of[table["id"].astype(np.int64)] = np.arange(len(rings))
+    keys = [k for k in CSV_COLUMNS if k not in _NOT_IN_GEOJSON]
+    values = np.column_stack([np.asarray(table[k], np.float64) for k in keys]) if rings else np.zeros((0, 0))
     features = []
     for nucleus, ring in enumerate(rings, start=1):
         row = row_of[nucleus]
-        cls = int(columns["label"][row])
+        cls = int(table["label"][row])
         features.append({
             "type": "Feature",
             "id": nucleus,
@@ -322,15 +360,8 @@ def _write_geojson(path: Path, columns: dict, rings: list[np.ndarray], centre_z:
                 "objectType": "detection",
                 "name": f"nucleus {nucleus}",
                 "classification": {"name": CLASS_NAMES[cls], "color": list(CLASS_COLOURS[cls])},
-                "measurements": {
-                    "id": nucleus,
-                    "z": round(float(columns["z"][row]), 2),
-                    "score": round(float(columns["score"][row]), 4),
-                    "z_start": int(round(columns["z_start"][row])),
-                    "z_stop": int(round(columns["z_stop"][row])),
-                    "area_px": int(round(columns["area_px"][row])),
-                    "centre_slice": int(centre_z[nucleus]),  # the slice the outline is drawn on
-                },
+                # centre_slice: the slice the outline is drawn on
+                "measurements": {k: _measurement(k, v) for k, v in zip(keys, values[row]) if not np.isnan(v)},
             },
         })
     with atomic_path(path) as tmp:
@@ -338,7 +369,7 @@ def _write_geojson(path: Path, columns: dict, rings: list[np.ndarray], centre_z:
                                   allow_nan=False) + "\n", encoding="utf-8")
 
 
-def write_predictions(out_dir, stem: str, labels, table: Mapping, spacing, mip, *,
+def write_predictions(out_dir, stem: str, labels, table: Mapping, spacing, mip, *, image,
                       centre_slices: Sequence[int] | np.ndarray | None = None) -> dict[str, Path]:
     """Write the five per-stack prediction files of one stack; returns their paths keyed by ``"csv"``,
     ``"instances"``, ``"classes"``, ``"qc"``, ``"geojson"`` (see the module docstring for the formats).
@@ -349,15 +380,18 @@ def write_predictions(out_dir, stem: str, labels, table: Mapping, spacing, mip, 
         labels: ``(Z, Y, X)`` int nucleus ids 1..M, 0 background (a leading channel of 1 is dropped).
         table: 1-D columns of length M: ``id`` (1..M, each once), ``z``, ``y``, ``x`` (centroid, voxel indices),
             ``label`` (1 negative, 2 positive), ``score`` (probability of positive), ``z_start``, ``z_stop``
-            (inclusive), ``area_px`` (largest slice area); other keys are ignored.
+            (inclusive), ``area_px`` (largest slice area), ``positive_slices`` (slices called positive); other
+            keys are ignored.
         spacing: ``(dz, dy, dx)`` in um, or None (written as 1 with unit "pixel"; the ``*_um`` columns then equal the
-            voxel columns).
+            voxel columns, ``volume_um3`` is left empty).
         mip: ``(2, Y, X)`` max projection of the nuclei (0) and marker (1) channels.
+        image: ``(2, Z, Y, X)`` the nuclei (0) and marker (1) channels as read from the stack (raw values, not
+            normalised): the intensity measurements (:mod:`~lecl_transforms.data.measurements`) are taken on it.
         centre_slices: ``(M,)``, ``centre_slices[id - 1]`` = the slice on which nucleus ``id`` is outlined (QC picture
             and GeoJSON); default (or where the nucleus has no voxel on the given slice) its largest slice.
     """
     where = f"predictions of {stem}"
-    labels, columns, mip = _check_inputs(labels, table, mip, where)
+    labels, columns, mip, image = _check_inputs(labels, table, mip, image, where)
     spacing = _check_spacing(spacing, where)
     n = len(columns["id"])
     centre_z = _resolve_centres(labels, n, centre_slices, where)
@@ -371,7 +405,8 @@ def write_predictions(out_dir, stem: str, labels, table: Mapping, spacing, mip, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {key: out_dir / f"{stem}{suffix}" for key, suffix in PRED_FILE_SUFFIXES.items()}
-    _write_csv(paths["csv"], columns, spacing or (1.0, 1.0, 1.0))
+    csv_table = _csv_columns(columns, nucleus_measurements(labels, image, centre_z, spacing), spacing)
+    _write_csv(paths["csv"], csv_table)
     _write_label_tiff(paths["instances"], labels.astype(instance_dtype(n), copy=False), spacing)
     _write_label_tiff(paths["classes"], classes[labels], spacing)
     from ..visualize import save_png
@@ -379,5 +414,5 @@ def write_predictions(out_dir, stem: str, labels, table: Mapping, spacing, mip, 
     picture = qc_picture(labels, centre_z, classes, mip, stem)
     with atomic_path(paths["qc"]) as tmp:
         save_png(tmp, picture)
-    _write_geojson(paths["geojson"], columns, nucleus_outlines(labels, centre_z), centre_z)
+    _write_geojson(paths["geojson"], csv_table, nucleus_outlines(labels, centre_z))
     return paths

@@ -30,8 +30,10 @@ class SavePredictions(Transform):
     ``classes``, ``qc``, ``geojson``).
 
     ``labels`` ``(Z, Y, X)`` (or ``(1, Z, Y, X)``) nucleus ids 1..M; ``table`` the per-nucleus columns (``id``, ``z``,
-    ``y``, ``x``, ``label``, ``score``, ``z_start``, ``z_stop``, ``area_px``); ``mip`` ``(2, Y, X)`` nuclei/marker
-    projection; ``spacing`` ``(dz, dy, dx)`` um or None; ``stem`` the output file stem.
+    ``y``, ``x``, ``label``, ``score``, ``z_start``, ``z_stop``, ``area_px``, ``positive_slices``); ``image``
+    ``(2, Z, Y, X)`` the nuclei/marker stack as read (raw values: the CSV's intensity measurements are taken on it);
+    ``spacing`` ``(dz, dy, dx)`` um or None; ``stem`` the output file stem; ``mip`` ``(2, Y, X)`` its projection
+    (computed from ``image`` when not given).
     """
 
     backend = [TransformBackends.NUMPY]
@@ -39,9 +41,12 @@ class SavePredictions(Transform):
     def __init__(self, output_dir: PathLike):
         self.output_dir = Path(output_dir)
 
-    def __call__(self, labels, table: Mapping, mip, spacing: Sequence[float] | None, stem: str,
+    def __call__(self, labels, table: Mapping, image, spacing: Sequence[float] | None, stem: str, mip=None,
                  centre_slices=None) -> dict[str, Path]:
-        return write_predictions(self.output_dir, stem, labels, table, spacing, mip, centre_slices=centre_slices)
+        image = as_numpy(image)
+        mip = image.max(axis=1) if mip is None else as_numpy(mip, np.float32)
+        return write_predictions(self.output_dir, stem, as_numpy(labels), table, spacing, mip, image=image,
+                                 centre_slices=centre_slices)
 
 
 class SavePredictionsd(MapTransform):
@@ -49,10 +54,12 @@ class SavePredictionsd(MapTransform):
 
     Reads ``d[nuclei_key]`` (an object with ``.table()`` -> the per-nucleus columns and ``.labels`` ``(Z, Y, X)``, e.g.
     :class:`~lecl_transforms.transforms.functional.link_slices.Nuclei3D`; ``d[labels_key]`` is used instead of
-    ``.labels`` when present), ``d[mip_key]`` ``(2, Y, X)`` (the max projection of ``d[image_key]`` ``(2, Z, Y, X)``
-    when absent), and from ``d[image_key].meta``: the stem of ``filename_or_obj`` and the voxel ``spacing``
-    ``(dz, dy, dx)`` (``spacing_zyx`` of a 2D image; unknown spacing is written as pixels). Stores the written paths
-    under ``d["pred_files"]``.
+    ``.labels`` when present), ``d[image_key]`` ``(2, Z, Y, X)``: the nuclei/marker stack as the pipeline's
+    preprocessing read it (``IFStackReader`` + channel pick, no normalisation), whose values the intensity
+    measurements are taken on, ``d[mip_key]`` ``(2, Y, X)`` (the max projection of ``d[image_key]`` when absent), and
+    from ``d[image_key].meta``: the stem of ``filename_or_obj`` and the voxel ``spacing`` ``(dz, dy, dx)``
+    (``spacing_zyx`` of a 2D image; unknown spacing is written as pixels). Stores the written paths under
+    ``d["pred_files"]``.
     """
 
     backend = SavePredictions.backend
@@ -80,9 +87,5 @@ class SavePredictionsd(MapTransform):
         nuclei = d[self.nuclei_key]
         stem, spacing = self._stem_and_spacing(d)
         labels = d[self.labels_key] if self.labels_key in d else nuclei.labels
-        if self.mip_key in d:
-            mip = d[self.mip_key]
-        else:  # the plain projection of the (2, Z, Y, X) stack
-            mip = as_numpy(d[self.image_key]).max(axis=1)
-        d["pred_files"] = self.writer(as_numpy(labels), nuclei.table(), as_numpy(mip, np.float32), spacing, stem)
+        d["pred_files"] = self.writer(labels, nuclei.table(), d[self.image_key], spacing, stem, mip=d.get(self.mip_key))
         return d
