@@ -25,6 +25,7 @@ interrupted run never leaves a half-written file under a final name.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,9 @@ from .measurements import MEASUREMENT_COLUMNS, nucleus_measurements
 __all__ = [
     "write_predictions",
     "write_run_summary",
+    "write_summary_csv",
+    "stack_figures",
+    "SUMMARY_CSV_COLUMNS",
     "instance_dtype",
     "largest_slices",
     "qc_picture",
@@ -78,6 +82,41 @@ _TITLE_TEXT = (255, 255, 255)
 def write_run_summary(out_dir, summary: dict, name: str = "predict_summary.json") -> Path:
     """Write ``summary`` as indented JSON to ``out_dir / name`` (atomically); numpy values and paths are converted."""
     return write_json(Path(out_dir) / name, summary)
+
+
+# -- per-stack figures (predict_summary.json, summary.csv) -------------------------------------------------------------
+#: header of the run's ``summary.csv``: one row per stack
+SUMMARY_CSV_COLUMNS = ("stack", "nuclei", "positive", "negative", "positive_fraction", "field_area_mm2",
+                       "nuclei_per_mm2", "positive_per_mm2")
+_SUMMARY_FORMATS = {"positive_fraction": "{:.4f}", "field_area_mm2": "{:.6g}", "nuclei_per_mm2": "{:.1f}",
+                    "positive_per_mm2": "{:.1f}"}
+
+
+def stack_figures(nuclei: int, positive: int, field_yx: Sequence[int],
+                  spacing: Sequence[float] | None) -> dict[str, float | None]:
+    """What a paper reports of one stack: ``positive_fraction`` (positive / nuclei), ``field_area_mm2`` (the imaged
+    (y, x) field: ``Y * X * dy * dx``, in mm^2) and the densities ``nuclei_per_mm2``, ``positive_per_mm2`` over that
+    field. ``None`` where undefined: the fraction without nuclei, the area and densities without a spacing."""
+    fraction = positive / nuclei if nuclei else None
+    area = None if spacing is None else float(field_yx[0] * field_yx[1] * spacing[1] * spacing[2]) * 1e-6
+    return {"positive_fraction": fraction, "field_area_mm2": area,
+            "nuclei_per_mm2": nuclei / area if area else None, "positive_per_mm2": positive / area if area else None}
+
+
+def write_summary_csv(path, rows: Sequence[Mapping]) -> Path:
+    """``summary.csv``: one row per stack with the :data:`SUMMARY_CSV_COLUMNS` of ``rows`` (``None`` -> empty cell),
+    ready to paste into a spreadsheet."""
+    def cell(key, value) -> str:
+        if value is None:
+            return ""
+        return _SUMMARY_FORMATS.get(key, "{}").format(value)
+
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")  # quotes a stack name that holds a comma
+        writer.writerow(SUMMARY_CSV_COLUMNS)
+        writer.writerows([cell(k, row[k]) for k in SUMMARY_CSV_COLUMNS] for row in rows)
+    return path
 
 
 # -- inputs -----------------------------------------------------------------------------------------------------------

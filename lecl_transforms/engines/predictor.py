@@ -24,13 +24,16 @@ import torch
 from ..errors import LECLInputError, LECLRunError, find_input_error, input_error
 from ..data.prediction_writer import PRED_FILE_SUFFIXES
 from ..utils.files import check_out_dir, make_dirs, remove_stale, write_manifest
-from ..utils.names import IMAGE_SUFFIXES, is_stack_file, unique_stems
+from ..utils.names import IMAGE_SUFFIXES, is_stack_file, stem_of, unique_stems
+from ..utils.spacing import resolve_spacing
 from ..utils.values import optional
 
-__all__ = ["inference_entries", "StackPredictor", "PREDICT_MANIFEST", "SUMMARY_NAME", "ERROR_LOG_NAME"]
+__all__ = ["inference_entries", "StackPredictor", "PREDICT_MANIFEST", "SUMMARY_NAME", "SUMMARY_CSV_NAME",
+           "ERROR_LOG_NAME"]
 
 PREDICT_MANIFEST = "lecl_predict.json"
 SUMMARY_NAME = "predict_summary.json"
+SUMMARY_CSV_NAME = "summary.csv"  # one row per stack, for a spreadsheet / a paper's table
 ERROR_LOG_NAME = "predict_errors.log"
 logger = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ class StackPredictor:
         """Every file this run may write: the outputs of each stack (named after it) and the summary."""
         stems = unique_stems(e["image"] for e in self.data)
         return [self.output_dir / f"{s}{suffix}" for s in stems for suffix in PRED_FILE_SUFFIXES.values()] + \
-            [self.output_dir / SUMMARY_NAME, self.output_dir / ERROR_LOG_NAME]
+            [self.output_dir / SUMMARY_NAME, self.output_dir / SUMMARY_CSV_NAME, self.output_dir / ERROR_LOG_NAME]
 
     def check(self) -> dict | None:
         """Refuse an output folder that holds the inputs or files not written by ``lecl predict`` (writes nothing)."""
@@ -107,19 +110,27 @@ class StackPredictor:
 
     # -- running --------------------------------------------------------------------------------------------------
     def predict_one(self, entry: dict) -> dict:
-        """One stack: returns its summary row (files written, nuclei, positives, seconds)."""
+        """One stack: returns its summary row (files written, nuclei, positives, field area and densities,
+        seconds)."""
+        from ..data.prediction_writer import stack_figures
+
         start = time.perf_counter()
         d = self.save(self.pipeline(entry["image"], self.network))
         table = d["nuclei"].table()
         labels = table["label"]
-        return {"image": str(entry["image"]), "slices": int(d["image"].shape[1]),
-                "nuclei": int(len(labels)), "positive": int((labels == 2).sum()),
-                "negative": int((labels == 1).sum()), "seconds": round(time.perf_counter() - start, 3),
+        nuclei, positive = int(len(labels)), int((labels == 2).sum())
+        spacing = resolve_spacing(d["image"], required=False)
+        field_yx = tuple(int(v) for v in d["image"].shape[-2:])
+        return {"image": str(entry["image"]), "stack": stem_of(entry["image"]), "slices": int(d["image"].shape[1]),
+                "nuclei": nuclei, "positive": positive, "negative": int((labels == 1).sum()),
+                "field_yx_px": list(field_yx), "spacing_um": list(spacing) if spacing else None,
+                **stack_figures(nuclei, positive, field_yx, spacing),
+                "seconds": round(time.perf_counter() - start, 3),
                 "timing": {k: round(float(v), 3) for k, v in d.get("timing", {}).items()},
                 "files": {k: Path(v).name for k, v in d["pred_files"].items()}}
 
     def run(self) -> dict:
-        from ..data.prediction_writer import write_run_summary
+        from ..data.prediction_writer import write_run_summary, write_summary_csv
 
         rank, world = idist.get_rank(), idist.get_world_size()
         earlier = self.check()
@@ -149,10 +160,11 @@ class StackPredictor:
         rows, failures = _gather(rows), _gather(failures)
         summary = self._summary(rows, failures, time.perf_counter() - start, world)
         if rank == 0:
-            written = [f for r in rows for f in r["files"].values()] + [SUMMARY_NAME]
+            written = [f for r in rows for f in r["files"].values()] + [SUMMARY_NAME, SUMMARY_CSV_NAME]
             if any(f["kind"] == "internal" for f in failures):
                 written.append(ERROR_LOG_NAME)
             write_run_summary(self.output_dir, summary, SUMMARY_NAME)
+            write_summary_csv(self.output_dir / SUMMARY_CSV_NAME, summary["per_stack"])
             remove_stale(self.output_dir, earlier, written)
             write_manifest(self.output_dir, PREDICT_MANIFEST, {"command": "lecl predict", "complete": True,
                                                                "files": sorted(written)})
@@ -180,9 +192,10 @@ class StackPredictor:
         rows = sorted(rows, key=lambda r: r["image"])
         device = next(self.network.parameters()).device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-        return {"stacks": len(rows), "failed": len(failures), "nuclei": sum(r["nuclei"] for r in rows),
-                "positive": sum(r["positive"] for r in rows), "negative": sum(r["negative"] for r in rows),
-                "seconds": round(seconds, 3), "processes": world, "device": f"{device} ({name})",
+        nuclei, positive = sum(r["nuclei"] for r in rows), sum(r["positive"] for r in rows)
+        return {"stacks": len(rows), "failed": len(failures), "nuclei": nuclei, "positive": positive,
+                "negative": sum(r["negative"] for r in rows),
+                "positive_fraction": round(positive / nuclei, 6) if nuclei else None, "seconds": round(seconds, 3), "processes": world, "device": f"{device} ({name})",
                 "model": self.model_info, "parameters": self.parameters, "per_stack": rows, "failures": failures}
 
 

@@ -87,5 +87,5 @@ def cmd_predict(args) -> int:
     run_predict(args.out, image=args.image, datalist=args.datalist, section=args.section, input_dir=args.input_dir,
                 checkpoint=args.checkpoint, overwrite=args.overwrite, **keys)
     print(f"predictions: {Path(args.out)} (*_pred.csv, *_instances.tif, *_classes.tif, *_pred_qc.png, "
-          "*_pred.geojson, predict_summary.json)")
+          "*_pred.geojson, predict_summary.json, summary.csv)")
     return 0
