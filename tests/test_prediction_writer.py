@@ -17,14 +17,15 @@ from skimage.draw import disk, polygon2mask
 
 from lecl_transforms.data.measurements import MEASUREMENT_COLUMNS, nucleus_measurements
 from lecl_transforms.data.points import read_points
+from lecl_transforms.data.qc_picture import scale_bar_length
 from lecl_transforms.data.prediction_writer import (
     CSV_COLUMNS,
     atomic_path,
     _write_label_tiff,
     instance_dtype,
     largest_slices,
+    qc_picture,
     qc_title,
-    qc_title_height,
     write_predictions,
     write_run_summary,
 )
@@ -32,7 +33,7 @@ from lecl_transforms.data.reader import read_stack
 from lecl_transforms.data.tiff_metadata import imagej_spacing, ome_spacing
 from lecl_transforms.errors import LECLInputError
 from lecl_transforms.transforms.io import SavePredictionsd
-from lecl_transforms.visualize import CLASS_COLOURS, composite_rgb, label_edges
+from lecl_transforms.visualize import CLASS_COLOURS, composite_rgb
 
 SPACING = (2.0, 0.5, 0.25)
 SHAPE = (6, 48, 48)
@@ -257,30 +258,81 @@ def test_geojson_features_outline_each_nucleus_on_its_centre_slice(written):
     np.testing.assert_array_equal(tiny, [[6, 42], [7, 42], [7, 43], [6, 43], [6, 42]])  # its pixel square
 
 
-def _reference_outlines(labels):
-    """Naive reference: nucleus by nucleus, the edges of its own centre-slice footprint in its class colour."""
-    rgb = composite_rgb(*_mip(labels))
-    for cls in (1, 2):  # positive drawn last, on top
+def _reference_outlines(labels, mip=None, step=1):
+    """Naive reference of the right panel: nucleus by nucleus, the inner boundary of its own centre-slice footprint
+    in its class colour, positive drawn last (on top)."""
+    from skimage.segmentation import find_boundaries
+
+    rgb = composite_rgb(*(_mip(labels) if mip is None else mip))[::step, ::step]
+    for cls in (1, 2):
         for nucleus, c in CLASSES.items():
             if c == cls:
-                rgb[label_edges((labels[CENTRE[nucleus]] == nucleus).astype(int))] = CLASS_COLOURS[cls]
+                own = labels[CENTRE[nucleus], ::step, ::step] == nucleus
+                rgb[find_boundaries(own, mode="inner")] = CLASS_COLOURS[cls]
     return rgb
 
 
-def test_qc_picture_shows_composite_outlines_and_title(written):
-    _, paths, labels, _ = written
+def _panels(picture, width=SHAPE[2], height=SHAPE[1]):
+    """The two side-by-side panels at the bottom of a QC picture."""
+    return picture[-height:, :width], picture[-height:, -width:]
+
+
+def _scale_bar_corner(panel, plain):
+    """(row, col) from which ``panel`` differs from the ``plain`` composite: the scale bar's box, bottom right."""
+    rows, cols = np.nonzero((panel != plain).any(-1))
+    return rows.min(), cols.min()
+
+
+def test_qc_picture_shows_the_data_and_each_nucleus_outlined_once(tmp_path):
+    labels = _stack()
+    paths = write_predictions(tmp_path, STEM, labels, _table(labels), None, _mip(labels), image=_image(labels))
     picture = np.asarray(Image.open(paths["qc"]).convert("RGB"))
-    bar = qc_title_height(SHAPE[2])
-    assert picture.shape[0] == bar + SHAPE[1] and picture.shape[1] >= SHAPE[2]
-    image = picture[bar:, : SHAPE[2]]
-    np.testing.assert_array_equal(image, _reference_outlines(labels))  # nucleus 3 keeps its outline over nucleus 1
-    assert (picture[bar:, SHAPE[2]:] == 0).all()  # a bar wider than the image pads the picture with black
-    for colour in CLASS_COLOURS.values():
-        assert (image == colour).all(-1).sum() > 10
-    title = picture[:bar]
-    assert (title == 255).all(-1).any() and (title != 255).any()  # white text on a dark bar
-    assert qc_title("stackA", np.array([1, 2, 1, 1])) == "stackA: 4 nuclei - 1 positive (magenta), 3 negative (yellow)"
-    assert qc_title("s", np.array([2])) == "s: 1 nucleus - 1 positive (magenta), 0 negative (yellow)"
+    assert picture.shape[1] == 2 * SHAPE[2] + 2  # two panels and a 2 px gap: no canvas beyond them
+    plain, outlined = _panels(picture)
+    # spacing unknown: no scale bar, so the panels are exactly the composite and the composite + outlines
+    np.testing.assert_array_equal(plain, composite_rgb(*_mip(labels)))
+    np.testing.assert_array_equal(outlined, _reference_outlines(labels))  # nucleus 3's outline crosses nucleus 1's
+    for cls, colour in CLASS_COLOURS.items():
+        assert (outlined == colour).all(-1).sum() > 10
+        assert (picture[:-SHAPE[1]] == colour).all(-1).sum() >= 16  # its legend swatch in the header
+    header = picture[:-SHAPE[1]]
+    assert (header == 255).all(-1).any() and (header == 24).all(-1).any()  # white text on a dark header
+    assert qc_title("stackA", np.array([1, 2, 1, 1])) == "stackA: 4 nuclei, 1 positive (25.0%), 3 negative"
+    assert qc_title("s", np.array([2])) == "s: 1 nucleus, 1 positive (100.0%), 0 negative"
+    assert qc_title("s", np.array([])) == "s: 0 nuclei, 0 positive, 0 negative"
+
+
+def test_qc_picture_scale_bar_in_um(written):
+    _, paths, labels, _ = written
+    assert scale_bar_length(48, 0.25) == (2.0, 8.0)  # 20% of 12 um is 2.4 um: the round 2 um, 8 px at 0.25 um/px
+    assert scale_bar_length(256, 0.5) == (20.0, 40.0) and scale_bar_length(2048, 0.1) == (20.0, 200.0)
+    assert scale_bar_length(1000, 1.0)[0] == 200.0 and scale_bar_length(100, 0.02)[0] == 0.2
+    picture = np.asarray(Image.open(paths["qc"]).convert("RGB"))
+    plain, outlined = _panels(picture)
+    row, col = _scale_bar_corner(plain, composite_rgb(*_mip(labels)))
+    assert row > SHAPE[1] // 3 and col > 0  # a box in the bottom right only (its label is wide on 48 px)
+    white = (plain[row:] == 255).all(-1)
+    bar_rows = np.flatnonzero(white[:, :-3].sum(axis=1) == 8)  # the bar: 8 white px, ending 3 px from the edge
+    assert len(bar_rows) == 2 and (white[bar_rows][:, -3 - 8:-3]).all()  # 2 px thick
+    np.testing.assert_array_equal(outlined[:row], _reference_outlines(labels)[:row])  # the rest is unchanged
+
+
+def test_qc_picture_of_a_large_field_is_downsampled_and_a_wide_one_stacked():
+    labels = _stack()
+    classes = np.array([0, *CLASSES.values()], np.uint8)
+    centre = np.array([-1, *CENTRE.values()])
+    picture = qc_picture(labels, centre, classes, _mip(labels), STEM, um_per_px=0.25, max_side=20)
+    # 48 px > 20: shown at 1/3 scale, 16 x 16 panels; the scale bar counts the shown pixels (0.75 um each)
+    assert picture.shape[1] == 2 * 16 + 2
+    outlined = picture[-16:, -16:]
+    plain = picture[-16:, :16]
+    row, _ = _scale_bar_corner(outlined, _reference_outlines(labels, step=3))
+    np.testing.assert_array_equal(outlined[:row], _reference_outlines(labels, step=3)[:row])
+    assert plain.shape == (16, 16, 3)
+    wide_labels = np.concatenate([labels, labels, labels], axis=2)  # 48 x 144: panels one above the other
+    wide_mip = np.concatenate([_mip(labels)] * 3, axis=2)
+    wide = qc_picture(wide_labels, largest_slices(wide_labels, 4)[0], classes, wide_mip, STEM)
+    assert wide.shape[1] == 144 and wide.shape[0] > 2 * 48
 
 
 def test_largest_slices_and_given_centre_slices(tmp_path):
@@ -320,7 +372,9 @@ def test_no_nucleus_writes_valid_empty_outputs(tmp_path, table):
     assert paths["csv"].read_text() == ",".join(CSV_COLUMNS) + "\n"
     assert json.loads(paths["geojson"].read_text()) == {"type": "FeatureCollection", "features": []}
     assert not tifffile.imread(paths["instances"]).any() and tifffile.imread(paths["instances"]).shape == SHAPE
-    assert Image.open(paths["qc"]).size[1] == 48 + qc_title_height(48)
+    picture = np.asarray(Image.open(paths["qc"]).convert("RGB"))
+    assert picture.shape[1] == 2 * 48 + 2 and picture.shape[0] > 48
+    assert not any((picture[-48:] == c).all(-1).any() for c in CLASS_COLOURS.values())  # no outline
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES.values())
 
 
@@ -385,7 +439,9 @@ def test_save_predictions_transform(tmp_path):
         np.testing.assert_array_equal(tif.asarray(), labels)
         np.testing.assert_allclose(imagej_spacing(tif.imagej_metadata, tif.pages[0]), SPACING, rtol=1e-6)
     picture = np.asarray(Image.open(out["pred_files"]["qc"]).convert("RGB"))
-    np.testing.assert_array_equal(picture[qc_title_height(48):, :48], _reference_outlines(labels))
+    plain, outlined = _panels(picture)
+    row, _ = _scale_bar_corner(plain, composite_rgb(*mip))  # the stack's projection is the mip
+    np.testing.assert_array_equal(outlined[:row], _reference_outlines(labels, mip)[:row])
     # labels_key wins over .labels; a missing file name is an input error
     d2 = {**d, "labels3d": labels[None], "nuclei": _FakeNuclei(None, _table(labels)), "mip": mip}
     assert SavePredictionsd(tmp_path / "b")(d2)["pred_files"]["csv"].is_file()

@@ -9,8 +9,9 @@ file                       opened in / content
 ``STEM_instances.tif``     napari / Fiji: ``(Z, Y, X)`` nucleus id per voxel (0 background); uint16 ImageJ hyperstack
                            with the voxel spacing, or uint32 OME-TIFF from 65535 nuclei on (ImageJ has no uint32)
 ``STEM_classes.tif``       napari / Fiji: ``(Z, Y, X)`` uint8 class per voxel, 0 background, 1 negative, 2 positive
-``STEM_pred_qc.png``       a person, at a glance: nuclei/marker MIP composite (marker red, nuclei cyan), each nucleus
-                           outlined on its centre slice (yellow negative, magenta positive), counts in a title bar
+``STEM_pred_qc.png``       a person, at a glance (:mod:`~lecl_transforms.data.qc_picture`): the nuclei/marker MIP
+                           composite (marker red, nuclei cyan) as is and with each nucleus outlined once on its
+                           centre slice (yellow negative, magenta positive); counts, legend, scale bar
 ``STEM_pred.geojson``      QuPath (File > Import objects): one detection per nucleus, its centre-slice outline
 =========================  ===========================================================================================
 
@@ -37,6 +38,7 @@ from scipy import ndimage
 from ..errors import input_error
 from ..utils.files import atomic_path, write_json
 from .measurements import MEASUREMENT_COLUMNS, nucleus_measurements
+from .qc_picture import qc_picture, qc_title
 
 __all__ = [
     "write_predictions",
@@ -48,7 +50,6 @@ __all__ = [
     "largest_slices",
     "qc_picture",
     "qc_title",
-    "qc_title_height",
     "nucleus_outlines",
     "CSV_COLUMNS",
     "PRED_FILE_SUFFIXES",
@@ -75,8 +76,6 @@ PRED_FILE_SUFFIXES = {"csv": "_pred.csv", "instances": "_instances.tif", "classe
 CLASS_NAMES = {1: "Negative", 2: "Positive"}
 
 _UINT16_LIMIT = 65535  # ids from here on need uint32
-_TITLE_BACKGROUND = (24, 24, 24)
-_TITLE_TEXT = (255, 255, 255)
 
 
 def write_run_summary(out_dir, summary: dict, name: str = "predict_summary.json") -> Path:
@@ -263,70 +262,6 @@ def nucleus_outlines(labels: np.ndarray, centre_z: np.ndarray, tolerance: float 
     return rings
 
 
-# -- QC picture -------------------------------------------------------------------------------------------------------
-def qc_title(stem: str, classes: np.ndarray) -> str:
-    """``"STEM: 412 nuclei - 171 positive (magenta), 241 negative (yellow)"`` for ``classes`` (M,) in {1, 2}."""
-    classes = np.asarray(classes)
-    n, positive = len(classes), int((classes == 2).sum())
-    return (f"{stem}: {n} {'nucleus' if n == 1 else 'nuclei'} - {positive} positive (magenta), "
-            f"{n - positive} negative (yellow)")
-
-
-def _title_font_size(width: int) -> int:
-    return int(np.clip(width // 64, 12, 48))  # readable on a 2048 px wide picture shown small
-
-
-def qc_title_height(width: int) -> int:
-    """Height in pixels of the QC picture's title bar above an image ``width`` pixels wide."""
-    return int(round(_title_font_size(width) * 1.75))
-
-
-def _title_bar(text: str, image_width: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 bar with ``text``; ``W`` is the image width or wider when the text needs it."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    size = _title_font_size(image_width)
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one bitmap size only
-        font = ImageFont.load_default()
-    height, pad = qc_title_height(image_width), size // 2
-    left, top, right, bottom = font.getbbox(text)
-    width = max(image_width, right - left + 2 * pad)
-    bar = Image.new("RGB", (width, height), _TITLE_BACKGROUND)
-    # centred by the text's own box: works for FreeType and the old bitmap font alike (no anchors there)
-    ImageDraw.Draw(bar).text((pad - left, (height - (bottom - top)) // 2 - top), text, fill=_TITLE_TEXT, font=font)
-    return np.asarray(bar)
-
-
-def qc_picture(labels: np.ndarray, centre_z: np.ndarray, classes: np.ndarray, mip: np.ndarray, stem: str) -> np.ndarray:
-    """The QC picture ``(H + Y, W, 3)`` uint8: title bar (:func:`qc_title`) over the MIP composite (marker red, nuclei
-    cyan) with each nucleus' centre-slice outline in its class colour (1 yellow, 2 magenta).
-
-    ``labels`` ``(Z, Y, X)``; ``centre_z`` ``(M + 1,)`` and ``classes`` ``(M + 1,)`` lookup tables by id (entry 0
-    unused); ``mip`` ``(2, Y, X)``. Outlines are drawn slice by slice from lookup tables (no per-nucleus loop), so
-    nuclei that overlap in (y, x) on different slices each keep their whole outline (one 2D footprint image would clip
-    or merge them). Positive outlines are drawn last, on top.
-    """
-    from ..visualize import CLASS_COLOURS, composite_rgb, label_edges
-
-    rgb = composite_rgb(mip[0], mip[1])
-    edges = {c: np.zeros(labels.shape[1:], bool) for c in CLASS_COLOURS}
-    centre_z = np.asarray(centre_z)
-    for z in np.unique(centre_z[centre_z >= 0]):
-        plane = labels[z]
-        footprint = np.where(centre_z[plane] == z, plane, 0)  # nuclei whose centre slice is z
-        for c in edges:
-            edges[c] |= label_edges(np.where(classes[footprint] == c, footprint, 0))
-    for c in sorted(edges):
-        rgb[edges[c]] = CLASS_COLOURS[c]
-    bar = _title_bar(qc_title(stem, classes[1:]), rgb.shape[1])
-    canvas = np.zeros((bar.shape[0] + rgb.shape[0], bar.shape[1], 3), np.uint8)
-    canvas[: bar.shape[0]] = bar
-    canvas[bar.shape[0]:, : rgb.shape[1]] = rgb
-    return canvas
-
-
 # -- the files --------------------------------------------------------------------------------------------------------
 def _csv_columns(columns: dict, measured: dict, spacing: tuple[float, float, float] | None) -> dict[str, np.ndarray]:
     """Every CSV column, rows in table order (``measured`` is in id order)."""
@@ -450,7 +385,7 @@ def write_predictions(out_dir, stem: str, labels, table: Mapping, spacing, mip, 
     _write_label_tiff(paths["classes"], classes[labels], spacing)
     from ..visualize import save_png
 
-    picture = qc_picture(labels, centre_z, classes, mip, stem)
+    picture = qc_picture(labels, centre_z, classes, mip, stem, um_per_px=spacing[2] if spacing else None)
     with atomic_path(paths["qc"]) as tmp:
         save_png(tmp, picture)
     _write_geojson(paths["geojson"], csv_table, nucleus_outlines(labels, centre_z))
