@@ -121,3 +121,11 @@ def test_lecl_predict_writes_per_stack_figures(predicted):
     assert per_stack["nuclei_per_mm2"] == pytest.approx(nuclei / area_mm2)
     assert run["positive_fraction"] == pytest.approx(positive / nuclei, abs=1e-6)
     assert "summary.csv" in json.loads((out / "lecl_predict.json").read_text())["files"]
+
+
+def test_model_card_documents_every_column():
+    card = (REPO / "bundle" / "docs" / "README.md").read_text()
+    table = card[card.index("**`STEM_pred.csv` columns**"):card.index("**`summary.csv`**")]
+    for column in CSV_COLUMNS:
+        assert f"`{column}`" in table, column
+    assert ",".join(SUMMARY_CSV_COLUMNS) in card

@@ -8,8 +8,8 @@ in the model zoo or downloaded (MONAI Label's own bundle app checks the zoo's li
 * **Infer** (``/infer/lecl``): the label volume of the stack, on its grid: ``classes`` (0 background, 1
   marker-negative, 2 marker-positive; the default) or ``instances`` (one id per nucleus; request key
   ``label_volume``), as TIFF for TIFF stacks and NIfTI (the stack's affine) for NIfTI stacks; the result JSON holds
-  every nucleus (the rows of ``STEM_pred.csv``: id, z, y, x, label, score, z range, area, um coordinates, and the
-  class name) and the counts.
+  every nucleus (the rows of ``STEM_pred.csv``: id, z, y, x, label, score, z range, area, um coordinates, the
+  measurements (volume, raw intensities), and the class name) and the counts.
 * **Train** (``/train/lecl``): every stack with a *final* label in the datastore is training data; its label is a
   point-label volume on the stack's grid (the points contract: 1 = marker-negative, 2 = marker-positive at each
   clicked voxel; a few painted voxels per click are one click), which is what any MONAI Label client saves when a
@@ -119,8 +119,11 @@ def _typed(request: Mapping, defaults: Mapping) -> dict:
 
 
 def _nucleus_rows(csv_path: Path) -> list[dict]:
-    """The rows of ``STEM_pred.csv`` as numbers, with the class name beside the label (1 negative, 2 positive)."""
+    """The rows of ``STEM_pred.csv`` as numbers, with the class name beside the label (1 negative, 2 positive); an
+    empty cell (a value unknown, e.g. ``volume_um3`` without a spacing) is ``None``."""
     def number(text: str):
+        if text == "":
+            return None
         value = float(text)
         return int(value) if value.is_integer() and "." not in text else value
 

@@ -195,7 +195,8 @@ class StackPredictor:
         nuclei, positive = sum(r["nuclei"] for r in rows), sum(r["positive"] for r in rows)
         return {"stacks": len(rows), "failed": len(failures), "nuclei": nuclei, "positive": positive,
                 "negative": sum(r["negative"] for r in rows),
-                "positive_fraction": round(positive / nuclei, 6) if nuclei else None, "seconds": round(seconds, 3), "processes": world, "device": f"{device} ({name})",
+                "positive_fraction": round(positive / nuclei, 6) if nuclei else None, "seconds": round(seconds, 3),
+                "processes": world, "device": f"{device} ({name})",
                 "model": self.model_info, "parameters": self.parameters, "per_stack": rows, "failures": failures}
 
 
