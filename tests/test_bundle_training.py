@@ -134,6 +134,29 @@ def test_command_line_null_and_bad_words_give_one_short_message(tmp_path, synth_
     assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "models").exists()
 
 
+def test_zero_epochs_is_refused_before_anything_is_written(tmp_path):
+    result = bundle_run(tmp_path, "--epochs", "0")  # the built-in synthetic data would be written first
+    assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+    assert "config: epochs (--epochs): got 0" in result.stderr and "Fix: give a whole number of epochs >= 1" in \
+        result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_with_no_epochs_left_says_raise_epochs(tmp_path, synth_dir):
+    """A run that completed 4 epochs (ignite keeps iteration and epoch_length) resumed with --epochs 2 or 4: nothing
+    to train, said at start; the checkpoint stays."""
+    stage0 = tmp_path / "models" / "stage0"
+    stage0.mkdir(parents=True)
+    checkpoint = stage0 / "checkpoint_epoch=4.pt"
+    torch.save({"model": {}, "trainer": {"epoch_length": 2, "iteration": 8, "max_epochs": 4}}, checkpoint)
+    before = checkpoint.read_bytes()
+    for epochs in ("2", "4"):
+        result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", epochs, "--resume", "true"))
+        assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+        assert "has already completed 4 epochs" in result.stderr and "more than 4 (e.g. --epochs" in result.stderr
+    assert checkpoint.read_bytes() == before and sorted(p.name for p in stage0.iterdir()) == [checkpoint.name]
+
+
 def test_training_log_states_the_plan(tmp_path, synth_dir):
     result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--batch_size", "4", "--samples_per_image", "2",
                                          "--mlflow", "false"))

@@ -242,3 +242,32 @@ def test_prepare_reads_a_bom_datalist_and_names_a_truncated_stack(synth_dir, tmp
     err = capsys.readouterr().err
     assert "synth_001.tif" in err and "truncated" in err and "Traceback" not in err
     assert (tmp_path / "out" / "synth_000_emip.tif").is_file()  # the good stacks are still prepared
+
+
+@pytest.mark.parametrize("overlap", ["1", "-0.5"])
+def test_predict_overlap_outside_zero_one_is_refused_before_any_work(tmp_path, capsys, overlap):
+    from conftest import make_czyx, write_imagej_zcyx
+
+    image = write_imagej_zcyx(tmp_path / "s.tif", make_czyx((2, 4, 64, 64)))
+    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p"), "--overlap", overlap],
+             "--overlap", f"got {float(overlap)}", "from 0 up to (not including) 1")
+    assert not (tmp_path / "p").exists()
+
+
+def test_demo_zero_epochs_is_refused_before_any_work(tmp_path, capsys):
+    _refused(capsys, ["demo", "--out", str(tmp_path / "d"), "--epochs", "0"], "--epochs", "got 0", "at least 1")
+    assert not (tmp_path / "d").exists()
+
+
+def test_prepare_datalist_entry_with_null_points_is_named(tmp_path, capsys):
+    from conftest import make_czyx, write_imagej_zcyx
+
+    for name in ("a", "b"):
+        write_imagej_zcyx(tmp_path / f"{name}.tif", make_czyx((2, 4, 32, 32)))
+    (tmp_path / "a.csv").write_text("z,y,x,label\n1,8,8,1\n")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": "a.tif", "points": "a.csv"},
+                                                 {"image": "b.tif", "points": None}]}))
+    _refused(capsys, ["prepare", "--datalist", str(datalist), "--out", str(tmp_path / "p")],
+             "datalist.json, training[1].points", "is null", 'remove the "points" key')
+    assert not (tmp_path / "p").exists()
