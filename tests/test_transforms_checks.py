@@ -11,6 +11,8 @@ import pytest
 import tifffile
 from monai.data import MetaTensor
 
+from conftest import make_czyx
+
 from lecl_transforms import LECLInputError, REGIMES, load_datalist, write_dataset
 from lecl_transforms.errors import find_input_error
 from lecl_transforms.transforms import (
@@ -96,7 +98,7 @@ def test_dictionary_twins_with_one_output_take_one_key():
 
 # -- channels -------------------------------------------------------------------------------------------------------
 def test_negative_channel_indices_are_resolved_before_comparing():
-    data = np.random.default_rng(0).integers(0, 4000, (2, 4, 8, 8)).astype(np.uint16)
+    data = make_czyx((2, 4, 8, 8))
     assert check_channel_indices(2, -1, 0, "a.tif") == (1, 0)
     np.testing.assert_array_equal(NucleiMarkerChannels(-1, 0)(data), data[[1, 0]])
     with pytest.raises(LECLInputError, match="nuclei_channel=-1 and marker_channel=1 both select channel 1"):
@@ -115,6 +117,28 @@ def test_identical_channels_are_refused_unless_allowed(stacks, tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         NucleiMarkerChannels(0, 1, allow_suspicious_input=True)(np.stack([image[0], image[0]]))
     assert "hold the same image" in caplog.text
+
+
+@pytest.mark.parametrize("photons", [250, 30, 8])
+@pytest.mark.parametrize("regime", ["clean", "dense"])
+def test_nuclei_channel_of_pixel_noise_is_refused_and_real_stacks_pass(regime, photons, caplog):
+    """Neighbouring voxels of a stack with nuclei correlate (~0.1 down to 8 photons per voxel at full intensity,
+    a very noisy stack); those of a channel holding only noise (a wrong index of a 5-channel stack) do not."""
+    from lecl_transforms import generate_stack
+    from lecl_transforms.transforms.checks import neighbour_correlation
+
+    stack = generate_stack(replace(REGIMES[regime], size_yx=96, photons=photons), 0, 0).image
+    assert neighbour_correlation(stack[0]) > 0.08  # the threshold is 0.05
+    np.testing.assert_array_equal(NucleiMarkerChannels(0, 1)(stack), stack)
+    noise = np.random.default_rng(0).poisson(120, stack.shape[1:]).astype(np.uint16)
+    assert abs(neighbour_correlation(noise)) < 0.02
+    err = _input_error(lambda: NucleiMarkerChannels(2, 1)(np.stack([*stack, noise])))
+    assert "(config: nuclei_channel)" in err.where and "looks like pixel noise" in err.problem
+    assert "--nuclei-channel" in err.fix and "--allow-suspicious-input" in err.fix
+    with caplog.at_level(logging.WARNING):
+        NucleiMarkerChannels(2, 1, allow_suspicious_input=True)(np.stack([*stack, noise]))
+    assert "looks like pixel noise" in caplog.text
+    NucleiMarkerChannels(0, 2)(np.stack([*stack, noise]))  # a marker channel without any positive is valid
 
 
 # -- clicks on the nuclei --------------------------------------------------------------------------------------------
