@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -155,6 +156,22 @@ def test_resume_with_no_epochs_left_says_raise_epochs(tmp_path, synth_dir):
         assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
         assert "has already completed 4 epochs" in result.stderr and "more than 4 (e.g. --epochs" in result.stderr
     assert checkpoint.read_bytes() == before and sorted(p.name for p in stage0.iterdir()) == [checkpoint.name]
+
+
+def test_key_metric_leaves_out_the_contrast_terms_that_start_late(tmp_path, synth_dir):
+    """The contrast terms join loss_total at contrast_start_epoch (it jumps up): the key metric is loss_hovernet, the
+    terms active from epoch 1, and the log says when the contrast terms start."""
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", "3", "--contrast_start_epoch", "2",
+                                         "--mlflow", "false"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert log.count("Key metric: loss_hovernet best value") == 3 and "Key metric: loss_total" not in log
+    assert log.count("the supervised contrast terms (scl_pixel, scl_region) start now") == 1
+    assert "Epoch[2]: the supervised contrast terms" in log
+    epoch1 = next(line for line in log.splitlines() if "Epoch[1] Metrics -- loss_" in line)
+    assert "loss_scl_pixel: 0.0000" in epoch1  # off in epoch 1: the total is the HoVer-Net terms' sum
+    values = {key: float(value) for key, value in re.findall(r"(loss_\w+): ([0-9.]+)", epoch1)}
+    assert values["loss_hovernet"] == pytest.approx(values["loss_total"], abs=2e-4)
 
 
 def test_training_log_states_the_plan(tmp_path, synth_dir):
