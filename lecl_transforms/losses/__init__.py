@@ -8,5 +8,6 @@ from .branch import entropy_on, hv_mse, hv_msge, masked_cross_entropy, masked_di
 from .lecl_loss import CONTRAST_TERMS, DEFAULT_WEIGHTS, TERMS, LECLLoss
 from .pixel_contrast import PixelContrastMemory
 
-__all__ = ["TERMS", "CONTRAST_TERMS", "DEFAULT_WEIGHTS", "masked_cross_entropy", "masked_dice", "entropy_on", "hv_mse", "hv_msge",
+__all__ = ["TERMS", "CONTRAST_TERMS", "DEFAULT_WEIGHTS", "masked_cross_entropy", "masked_dice", "entropy_on", "hv_mse",
+           "hv_msge",
            "PixelContrastMemory", "LECLLoss"]

@@ -37,7 +37,8 @@ class LECLLoss(nn.Module):
 
     ``forward(pred, target)`` returns the weighted sum; ``last_terms`` holds every active term's value, the sum
     (``total``) and the weighted sum of the HoVer-Net terms alone (``hovernet``: the NP, HV and NC terms, active from
-    the first epoch). The contrast terms (:data:`CONTRAST_TERMS`) start at ``contrast_start_epoch`` (call :meth:`set_epoch`; epochs count from 1), before that the memory
+    the first epoch). The contrast terms (:data:`CONTRAST_TERMS`) start at ``contrast_start_epoch`` (call
+    :meth:`set_epoch`; epochs count from 1), before that the memory
     is filled but not contrasted against.
 
     Args:
