@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 SPACING = (2.0, 0.5, 0.5)  # dz, dy, dx in um
 CONFIGS = REPO / "bundle" / "configs"
 QUICK = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}']"
