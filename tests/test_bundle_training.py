@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -132,6 +133,45 @@ def test_command_line_null_and_bad_words_give_one_short_message(tmp_path, synth_
     result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--marker_channel", "3"))
     assert result.returncode != 0 and "marker_channel=3, but" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "models").exists()
+
+
+def test_zero_epochs_is_refused_before_anything_is_written(tmp_path):
+    result = bundle_run(tmp_path, "--epochs", "0")  # the built-in synthetic data would be written first
+    assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+    assert "config: epochs (--epochs): got 0" in result.stderr and "Fix: give a whole number of epochs >= 1" in \
+        result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_with_no_epochs_left_says_raise_epochs(tmp_path, synth_dir):
+    """A run that completed 4 epochs (ignite keeps iteration and epoch_length) resumed with --epochs 2 or 4: nothing
+    to train, said at start; the checkpoint stays."""
+    stage0 = tmp_path / "models" / "stage0"
+    stage0.mkdir(parents=True)
+    checkpoint = stage0 / "checkpoint_epoch=4.pt"
+    torch.save({"model": {}, "trainer": {"epoch_length": 2, "iteration": 8, "max_epochs": 4}}, checkpoint)
+    before = checkpoint.read_bytes()
+    for epochs in ("2", "4"):
+        result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", epochs, "--resume", "true"))
+        assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+        assert "has already completed 4 epochs" in result.stderr and "more than 4 (e.g. --epochs" in result.stderr
+    assert checkpoint.read_bytes() == before and sorted(p.name for p in stage0.iterdir()) == [checkpoint.name]
+
+
+def test_key_metric_leaves_out_the_contrast_terms_that_start_late(tmp_path, synth_dir):
+    """The contrast terms join loss_total at contrast_start_epoch (it jumps up): the key metric is loss_hovernet, the
+    terms active from epoch 1, and the log says when the contrast terms start."""
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", "3", "--contrast_start_epoch", "2",
+                                         "--mlflow", "false"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert log.count("Key metric: loss_hovernet best value") == 3 and "Key metric: loss_total" not in log
+    assert log.count("the supervised contrast terms (scl_pixel, scl_region) start now") == 1
+    assert "Epoch[2]: the supervised contrast terms" in log
+    epoch1 = next(line for line in log.splitlines() if "Epoch[1] Metrics -- loss_" in line)
+    assert "loss_scl_pixel: 0.0000" in epoch1  # off in epoch 1: the total is the HoVer-Net terms' sum
+    values = {key: float(value) for key, value in re.findall(r"(loss_\w+): ([0-9.]+)", epoch1)}
+    assert values["loss_hovernet"] == pytest.approx(values["loss_total"], abs=2e-4)
 
 
 def test_training_log_states_the_plan(tmp_path, synth_dir):

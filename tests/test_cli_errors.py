@@ -242,3 +242,81 @@ def test_prepare_reads_a_bom_datalist_and_names_a_truncated_stack(synth_dir, tmp
     err = capsys.readouterr().err
     assert "synth_001.tif" in err and "truncated" in err and "Traceback" not in err
     assert (tmp_path / "out" / "synth_000_emip.tif").is_file()  # the good stacks are still prepared
+
+
+@pytest.mark.parametrize("overlap", ["1", "-0.5"])
+def test_predict_overlap_outside_zero_one_is_refused_before_any_work(tmp_path, capsys, overlap):
+    from conftest import make_czyx, write_imagej_zcyx
+
+    image = write_imagej_zcyx(tmp_path / "s.tif", make_czyx((2, 4, 64, 64)))
+    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p"), "--overlap", overlap],
+             "--overlap", f"got {float(overlap)}", "from 0 up to (not including) 1")
+    assert not (tmp_path / "p").exists()
+
+
+def test_demo_zero_epochs_is_refused_before_any_work(tmp_path, capsys):
+    _refused(capsys, ["demo", "--out", str(tmp_path / "d"), "--epochs", "0"], "--epochs", "got 0", "at least 1")
+    assert not (tmp_path / "d").exists()
+
+
+def test_prepare_datalist_entry_with_null_points_is_named(tmp_path, capsys):
+    from conftest import make_czyx, write_imagej_zcyx
+
+    for name in ("a", "b"):
+        write_imagej_zcyx(tmp_path / f"{name}.tif", make_czyx((2, 4, 32, 32)))
+    (tmp_path / "a.csv").write_text("z,y,x,label\n1,8,8,1\n")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": "a.tif", "points": "a.csv"},
+                                                 {"image": "b.tif", "points": None}]}))
+    _refused(capsys, ["prepare", "--datalist", str(datalist), "--out", str(tmp_path / "p")],
+             "datalist.json, training[1].points", "is null", 'remove the "points" key')
+    assert not (tmp_path / "p").exists()
+
+
+# -- lecl predict: the input checks of lecl prepare and the training ----------------------------------------------
+def test_predict_refuses_swapped_channels_of_a_datalist_with_clicks(tmp_path, capsys, synth_dir):
+    """The test stacks' clicks sit on the nuclei channel: swapped channel options are caught before the network runs
+    (as lecl prepare catches them); --allow-suspicious-input lets the run through."""
+    argv = ["predict", "--datalist", str(synth_dir / "datalist.json"), "--section", "test", "--nuclei-channel", "1",
+            "--marker-channel", "0", "--out"]
+    _refused(capsys, argv + [str(tmp_path / "p")], "synth_002.tif", "look swapped", "--nuclei-channel",
+             "--allow-suspicious-input")
+    assert not list((tmp_path / "p").glob("*_pred.csv"))
+    assert main(argv + [str(tmp_path / "q"), "--allow-suspicious-input"]) == 0
+    assert (tmp_path / "q" / "synth_002_pred.csv").is_file()
+
+
+def test_predict_refuses_a_nuclei_channel_of_noise(tmp_path, capsys, synth_dir):
+    """A 5-channel stack whose default channels 0 and 1 hold camera noise (its nuclei and marker are channels 3 and
+    4): refused with the channel option to fix; with the right channels it is predicted."""
+    import numpy as np
+    import tifffile
+
+    image = tifffile.imread(synth_dir / "images" / "synth_002.tif")  # (Z, C, Y, X), spacing (1, 0.5, 0.5) um
+    noise = np.random.default_rng(0).poisson(110, (image.shape[0], 3, *image.shape[2:])).astype(np.uint16)
+    five = tmp_path / "five.tif"
+    tifffile.imwrite(five, np.concatenate([noise, image], axis=1), imagej=True, resolution=(2, 2),
+                     metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "um"})
+    _refused(capsys, ["predict", "--image", str(five), "--out", str(tmp_path / "p")], "five.tif",
+             "(config: nuclei_channel)", "looks like pixel noise", "--nuclei-channel")
+    assert not list((tmp_path / "p").glob("*_pred.csv"))
+    assert main(["predict", "--image", str(five), "--out", str(tmp_path / "q"), "--nuclei-channel", "3",
+                 "--marker-channel", "4"]) == 0
+    assert (tmp_path / "q" / "five_pred.csv").read_text().count("\n") > 1  # nuclei found
+
+
+def test_predict_axes_names_the_axes_of_a_plain_tiff(tmp_path, capsys, synth_dir):
+    """--axes is what a TIFF that stores its shape but not its axis names needs; a flat stack of planes is refused
+    with the way to re-save it (no --axes can split it)."""
+    import tifffile
+
+    array = tifffile.imread(synth_dir / "images" / "synth_002.tif")  # (Z, C, Y, X)
+    plain, flat = tmp_path / "plain.tif", tmp_path / "flat.tif"
+    tifffile.imwrite(plain, array)
+    tifffile.imwrite(flat, array.reshape(-1, *array.shape[2:]), metadata=None)
+    spacing = ["--spacing", "1", "0.5", "0.5"]
+    _refused(capsys, ["predict", "--image", str(plain), "--out", str(tmp_path / "p"), *spacing], "plain.tif",
+             "does not say which axis is which", "--axes ZCYX")
+    assert main(["predict", "--image", str(plain), "--out", str(tmp_path / "q"), "--axes", "ZCYX", *spacing]) == 0
+    _refused(capsys, ["predict", "--image", str(flat), "--out", str(tmp_path / "r"), "--axes", "ZCYX", *spacing],
+             "flat.tif", "no axes setting can split them", "hyperstack")

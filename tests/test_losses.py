@@ -159,14 +159,17 @@ def test_loss_terms_switches_and_warm_up():
     target = {"np": torch.ones(1, 1, 8, 8), "hv": torch.zeros(1, 2, 8, 8), "nc": nc, "ignore": torch.zeros(1, 1, 8, 8)}
     target["ignore"][..., :2, :] = 1
     loss = LECLLoss(weights={"hv_msge": 0}, contrast_start_epoch=3, proj_dim=16, memory_size=50)
-    loss(pred, target)
+    before = loss(pred, target)
     assert "hv_msge" not in loss.last_terms and "scl_pixel" not in loss.last_terms  # off / still warming up
     assert loss.memory.pixel_count.sum() > 0  # the memory fills during the warm-up
+    assert loss.last_terms["hovernet"].item() == pytest.approx(before.item(), rel=1e-6)  # no contrast yet
     loss.set_epoch(3)
     total = loss(pred, target)
     assert {"scl_pixel", "scl_region"} <= set(loss.last_terms)
-    expected = float(sum(loss.weights[k] * v for k, v in loss.last_terms.items() if k != "total"))
+    expected = float(sum(loss.weights[k] * v for k, v in loss.last_terms.items() if k not in ("total", "hovernet")))
     assert total.item() == pytest.approx(expected, rel=1e-5)
+    contrast = sum(loss.weights[k] * loss.last_terms[k].item() for k in ("scl_pixel", "scl_region"))
+    assert loss.last_terms["hovernet"].item() == pytest.approx(total.item() - contrast, rel=1e-5)
     with pytest.raises(ValueError, match=r"unknown loss term\(s\) \['np_bce'\]"):
         LECLLoss(weights={"np_bce": 1})
     with pytest.raises(ValueError, match="proj_dim"):

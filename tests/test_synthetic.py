@@ -174,3 +174,27 @@ def test_cli_synth(tmp_path, capsys):
     assert "unknown regime 'foggy'" in capsys.readouterr().err
     assert main(["synth", "--out", str(tmp_path / "e"), "--haze", "2"]) == 2
     assert "--haze" in capsys.readouterr().err
+
+
+def test_click_jitter_acts_and_keeps_clicks_on_their_nucleus():
+    """--jitter moves clicks (a jitter of half the nucleus radius moves most, some onto the nucleus' rim) and never
+    off their own nucleus; the same seed without jitter clicks the centres."""
+    base = replace(REGIMES["clean"], size_yx=128, density=0.01)
+    still = generate_stack(base, 0, 0)
+    assert all((n["y"], n["x"]) == (n["centre_y"], n["centre_x"]) for n in still.nuclei)
+    shaken = generate_stack(replace(base, point_jitter_px=8.0), 0, 0)
+    offsets = np.array([np.hypot(n["y"] - n["centre_y"], n["x"] - n["centre_x"]) for n in shaken.nuclei])
+    assert (offsets > 0).mean() > 0.8 and offsets.max() >= 4
+    for n in shaken.nuclei:
+        assert shaken.instances[n["z"], n["y"], n["x"]] == n["id"]
+    # an x/y error of 8 px (sd) lands off most nuclei (radius 6-10 px): those clicks sit on the nucleus' rim
+    rim = [n for n in shaken.nuclei if offsets[shaken.nuclei.index(n)] >= 4]
+    on_rim = [(shaken.instances[n["z"], n["y"] - 1:n["y"] + 2, n["x"] - 1:n["x"] + 2] != n["id"]).any() for n in rim]
+    assert np.mean(on_rim) > 0.5
+
+
+def test_jitter_wider_than_a_nucleus_is_refused(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "d"), "--jitter", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "--jitter" in err and "largest nucleus radius (10.1 px" in err and "Fix: " in err
+    assert not (tmp_path / "d").exists()

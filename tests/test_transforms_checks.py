@@ -11,6 +11,8 @@ import pytest
 import tifffile
 from monai.data import MetaTensor
 
+from conftest import make_czyx
+
 from lecl_transforms import LECLInputError, REGIMES, load_datalist, write_dataset
 from lecl_transforms.errors import find_input_error
 from lecl_transforms.transforms import (
@@ -96,7 +98,7 @@ def test_dictionary_twins_with_one_output_take_one_key():
 
 # -- channels -------------------------------------------------------------------------------------------------------
 def test_negative_channel_indices_are_resolved_before_comparing():
-    data = np.random.default_rng(0).integers(0, 4000, (2, 4, 8, 8)).astype(np.uint16)
+    data = make_czyx((2, 4, 8, 8))
     assert check_channel_indices(2, -1, 0, "a.tif") == (1, 0)
     np.testing.assert_array_equal(NucleiMarkerChannels(-1, 0)(data), data[[1, 0]])
     with pytest.raises(LECLInputError, match="nuclei_channel=-1 and marker_channel=1 both select channel 1"):
@@ -117,6 +119,28 @@ def test_identical_channels_are_refused_unless_allowed(stacks, tmp_path, caplog)
     assert "hold the same image" in caplog.text
 
 
+@pytest.mark.parametrize("photons", [250, 30, 8])
+@pytest.mark.parametrize("regime", ["clean", "dense"])
+def test_nuclei_channel_of_pixel_noise_is_refused_and_real_stacks_pass(regime, photons, caplog):
+    """Neighbouring voxels of a stack with nuclei correlate (~0.1 down to 8 photons per voxel at full intensity,
+    a very noisy stack); those of a channel holding only noise (a wrong index of a 5-channel stack) do not."""
+    from lecl_transforms import generate_stack
+    from lecl_transforms.transforms.checks import neighbour_correlation
+
+    stack = generate_stack(replace(REGIMES[regime], size_yx=96, photons=photons), 0, 0).image
+    assert neighbour_correlation(stack[0]) > 0.08  # the threshold is 0.05
+    np.testing.assert_array_equal(NucleiMarkerChannels(0, 1)(stack), stack)
+    noise = np.random.default_rng(0).poisson(120, stack.shape[1:]).astype(np.uint16)
+    assert abs(neighbour_correlation(noise)) < 0.02
+    err = _input_error(lambda: NucleiMarkerChannels(2, 1)(np.stack([*stack, noise])))
+    assert "(config: nuclei_channel)" in err.where and "looks like pixel noise" in err.problem
+    assert "--nuclei-channel" in err.fix and "--allow-suspicious-input" in err.fix
+    with caplog.at_level(logging.WARNING):
+        NucleiMarkerChannels(2, 1, allow_suspicious_input=True)(np.stack([*stack, noise]))
+    assert "looks like pixel noise" in caplog.text
+    NucleiMarkerChannels(0, 2)(np.stack([*stack, noise]))  # a marker channel without any positive is valid
+
+
 # -- clicks on the nuclei --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["swapped_channels", "xy_swapped", "micrometres"])
 def test_clicks_off_the_nuclei_or_swapped_channels_stop_unless_allowed(stacks, tmp_path, case):
@@ -131,7 +155,8 @@ def test_clicks_off_the_nuclei_or_swapped_channels_stop_unless_allowed(stacks, t
         points = _write_points(tmp_path / "um.csv", entry, lambda z, y, x: (z, y // 2, x // 2))
     data = {"image": entry["image"], "points": points}
     err = _input_error(lambda: pseudo_label_transforms(*channels)(dict(data)))
-    expected = "look swapped" if case == "swapped_channels" else "fall off the nuclei"
+    expected = {"swapped_channels": "channels look swapped", "xy_swapped": "clicks look x and y swapped",
+                "micrometres": "clicks look in micrometres, not pixels"}[case]
     assert expected in err.problem and "synth_000.tif" in err.where
     assert "z,y,x" in err.fix and "0-based voxel indices" in err.fix and "--nuclei-channel" in err.fix
     assert "allow_suspicious_input=true" in err.fix
@@ -143,12 +168,72 @@ def test_click_check_judges_the_kmeans_agreement():
     image = np.zeros((2, 2, 8, 8), np.float32)
     points = np.array([[0, 1, 1]])
     check = ClickPlacementCheck(min_points=5)  # one click: too few for the intensity test, the agreement counts
-    fine = {"points": 10, "on_nuclei_cluster": 9, "nuclei_cluster_brightest": True}
+    fine = {"points": 10, "on_nuclei_cluster": 9}
     assert check.problems(image, points, [fine]) == []
-    found = check.problems(image, points, [{"points": 10, "on_nuclei_cluster": 3, "nuclei_cluster_brightest": False,
-                                            "where": "3D k-means"}])
-    assert found == ["3D k-means: only 3 of 10 clicks fall on the nuclei cluster",
-                     "3D k-means: the cluster holding most clicks is not the brightest"]
+    found = check.problems(image, points, [{"points": 10, "on_nuclei_cluster": 3, "where": "3D k-means"}])
+    assert found == ["3D k-means: only 3 of 10 clicks fall on the nuclei cluster"]
+
+
+def _textured(regime, bits=16, contrast=1.0, photons=200.0, size=128, seed=0):
+    """A stack whose nuclei look like real confocal DAPI: bright chromocentre spots on a dim nucleoplasm whose centre
+    (the nucleolus) is darker still; background 0.12, nuclei ``contrast`` x (0.05-0.35 nucleoplasm, spots up to
+    ~1.5); ``bits`` 8 rescales both channels to 0-255. Returns ``(czyx, clicks (N, 3), spacing)``."""
+    from scipy import ndimage
+
+    from lecl_transforms import generate_stack
+
+    s = generate_stack(replace(REGIMES[regime], size_yx=size), seed, 0)
+    rng = np.random.default_rng(seed)
+    inst = s.instances
+    n = int(inst.max())
+    inside = ndimage.distance_transform_edt(inst > 0, sampling=(s.spacing[0] / s.spacing[1], 1, 1))
+    peak = np.concatenate([[1.0], np.maximum(ndimage.maximum(inside, inst, np.arange(1, n + 1)), 1e-6)])
+    depth = inside / peak[inst]  # 0 at a nucleus' rim, 1 at its centre
+    nucleoplasm = 0.35 * (inst > 0) * (1 - 0.6 * depth**3)
+    spots = (rng.random(inst.shape) < 0.02) & (inst > 0) & (depth < 0.7)
+    chromocentres = ndimage.gaussian_filter(spots.astype(np.float32), (0.5, 1.0, 1.0)) * 12
+    signal = 0.12 + contrast * ndimage.gaussian_filter(nucleoplasm + chromocentres, (0.6, 0.7, 0.7))
+    nuclei = rng.poisson(signal * photons).astype(np.float32) + rng.normal(10, 2, inst.shape)
+    image = np.stack([nuclei, s.image[1].astype(np.float32)])
+    if bits == 8:
+        image = np.rint(image * 255 / image.max(axis=(1, 2, 3), keepdims=True))
+    image = np.clip(image, 0, 255 if bits == 8 else 65535).astype(np.uint8 if bits == 8 else np.uint16)
+    clicks = np.array([[p["z"], p["y"], p["x"]] for p in s.nuclei if p["annotated"]])
+    return image, clicks, s.spacing
+
+
+def _write_case(tmp_path, name, image, clicks, spacing):
+    points = tmp_path / f"{name}.csv"
+    points.write_text("z,y,x,label\n" + "".join(f"{z},{y},{x},1\n" for z, y, x in clicks))
+    return {"image": _write_stack(tmp_path / f"{name}.tif", image, spacing), "points": str(points)}
+
+
+@pytest.mark.parametrize("regime", ["clean", "dense"])
+@pytest.mark.parametrize("bits, contrast, photons", [(16, 1.0, 200), (8, 1.0, 200), (16, 0.3, 60), (8, 0.15, 200)])
+def test_textured_dim_and_8_bit_stacks_pass_the_click_checks(tmp_path, regime, bits, contrast, photons):
+    """Real confocal nuclei (bright chromocentres, dim centres), dim and low-contrast stacks, 8 and 16 bit: the
+    whole pseudo-label pipeline (both k-means steps and every check) runs without a finding. The former rules (the
+    click cluster the brightest of the k-means; clicks brighter than 60 % of their slice) refused the dense ones."""
+    image, clicks, spacing = _textured(regime, bits, contrast, photons)
+    d = pseudo_label_transforms()(_write_case(tmp_path, "t", image, clicks, spacing))
+    assert len(d["points"]) == len(clicks) and d["emip"].shape == (2, 128, 128)
+    assert ClickPlacementCheck().problems(image.astype(np.float32), clicks) == []
+
+
+@pytest.mark.parametrize("regime", ["clean", "dense"])
+@pytest.mark.parametrize("case, expected", [("swapped_channels", "channels look swapped"),
+                                            ("xy_swapped", "clicks look x and y swapped"),
+                                            ("micrometres", "clicks look in micrometres, not pixels")])
+def test_textured_dim_stacks_still_catch_wrong_channels_and_clicks(tmp_path, regime, case, expected):
+    image, clicks, spacing = _textured(regime, bits=8, contrast=0.3, photons=60)
+    if case == "swapped_channels":
+        image = image[::-1]
+    elif case == "xy_swapped":
+        clicks = clicks[:, [0, 2, 1]]
+    else:  # y, x in micrometres of 0.5 um pixels
+        clicks = np.stack([clicks[:, 0], clicks[:, 1] // 2, clicks[:, 2] // 2], axis=1)
+    err = _input_error(lambda: pseudo_label_transforms()(_write_case(tmp_path, "t", image, clicks, spacing)))
+    assert expected in err.problem and "t.tif" in err.where and "--allow-suspicious-input" in err.fix
 
 
 # -- slice sets --------------------------------------------------------------------------------------------------------

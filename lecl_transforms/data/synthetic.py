@@ -58,7 +58,7 @@ class SynthConfig:
     photons: float = 250.0  # expected counts at intensity 1 (Poisson noise)
     read_noise: float = 3.0  # camera read noise, counts
     camera_offset: int = 100
-    point_jitter_px: float = 0.0  # annotator's click error in x/y (standard deviation, px)
+    point_jitter_px: float = 0.0  # annotator's click error in x/y (standard deviation, px; kept on the nucleus)
     z_click_error: float = 0.0  # probability that the click lands one slice off the centre slice
     missed_click_rate: float = 0.0  # probability that a nucleus gets no click
 
@@ -315,25 +315,39 @@ def _form_image(cfg, rng, inst, best_r, marker_mask, n):
     return np.stack(channels)
 
 
+def _onto_own_pixels(inst, boxes, click, ids, alive, fallback=None):
+    """``click`` with every row that is not on a pixel of its own nucleus ``ids[j]`` moved to the nearest such pixel
+    on its slice (searched in the nucleus' bounding box only); where that slice holds none, the ``fallback`` row."""
+    click = click.copy()
+    for j in np.flatnonzero(alive & (inst[tuple(click.T)] != ids)):
+        _, box_y, box_x = boxes[ids[j] - 1]
+        ys, xs = np.nonzero(inst[click[j, 0], box_y, box_x] == ids[j])
+        if ys.size == 0:
+            click[j] = fallback[j]
+            continue
+        k = np.argmin((ys + box_y.start - click[j, 1]) ** 2 + (xs + box_x.start - click[j, 2]) ** 2)
+        click[j, 1:] = ys[k] + box_y.start, xs[k] + box_x.start
+    return click
+
+
 def _annotate(cfg, rng, inst, centres, centre_z, ids, alive, label, z_start, z_stop, decoy, marker_range):
     """The annotator's click per nucleus: centre slice, nearest own pixel to the centre, optional errors."""
     n_z, n_y, n_x = inst.shape
     cy = np.clip(np.rint(centres[:, 1] / cfg.pixel_size), 0, n_y - 1).astype(int)
     cx = np.clip(np.rint(centres[:, 2] / cfg.pixel_size), 0, n_x - 1).astype(int)
-    cz = centre_z.copy()
+    boxes = ndimage.find_objects(inst, max_label=int(ids.max(initial=0)))
     # where a neighbour owns the centre pixel, move the click to the nearest pixel of this nucleus on that slice
-    for j in np.flatnonzero(alive & (inst[cz, cy, cx] != ids)):
-        ys, xs = np.nonzero(inst[cz[j]] == ids[j])
-        k = np.argmin((ys - cy[j]) ** 2 + (xs - cx[j]) ** 2)
-        cy[j], cx[j] = ys[k], xs[k]
-    click = np.stack([cz, cy, cx], axis=1)
+    click = _onto_own_pixels(inst, boxes, np.stack([centre_z, cy, cx], axis=1), ids, alive)
+    cy, cx = click[:, 1].copy(), click[:, 2].copy()
     if cfg.point_jitter_px > 0 or cfg.z_click_error > 0:
         jitter = np.zeros_like(click)
         jitter[:, 1:] = np.rint(rng.normal(0, cfg.point_jitter_px, (len(ids), 2))).astype(int)
         jitter[:, 0] = (rng.random(len(ids)) < cfg.z_click_error) * rng.choice([-1, 1], len(ids))
         moved = np.clip(click + jitter, 0, np.array(inst.shape) - 1)
-        keep = inst[tuple(moved.T)] == ids  # an annotator clicks inside the nucleus: drop jitter that leaves it
-        click[keep] = moved[keep]
+        # a slice error stays within the nucleus' slices; an x/y error that leaves the nucleus lands on its nearest
+        # own pixel (an annotator clicks inside the nucleus, off-centre)
+        moved[:, 0] = np.where((moved[:, 0] >= z_start) & (moved[:, 0] <= z_stop), moved[:, 0], click[:, 0])
+        click = _onto_own_pixels(inst, boxes, moved, ids, alive, fallback=click)
     annotated = alive & (rng.random(len(ids)) >= cfg.missed_click_rate)
     # two clicks on one voxel cannot happen for distinct nuclei (each voxel has one owner)
     return [

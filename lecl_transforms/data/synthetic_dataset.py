@@ -63,6 +63,13 @@ def check_synth_options(cfg: SynthConfig, n_images: int = 1, seed: int = 0) -> N
         raise bad("missed_click_rate", cfg.missed_click_rate, "a value from 0 up to (not including) 1")
     if not 0 <= cfg.point_jitter_px < float("inf"):
         raise bad("point_jitter_px", cfg.point_jitter_px, "a click error >= 0 pixels")
+    # a click error wider than a nucleus is not an annotator's slip but a click on another nucleus (or on none)
+    largest_radius_px = max(cfg.nucleus_radius_xy) * (1 + cfg.elongation / 2) / cfg.pixel_size
+    if cfg.point_jitter_px > largest_radius_px:
+        raise input_error("--jitter", f"got {cfg.point_jitter_px:g} px, more than the largest nucleus radius "
+                          f"({largest_radius_px:.1f} px at --pixel-size {cfg.pixel_size:g})",
+                          f"give a click error from 0 to {largest_radius_px:.1f} px (clicks that leave their nucleus "
+                          "are moved onto its nearest pixel)")
     field_um = cfg.size_yx * cfg.pixel_size
     expected = cfg.density * field_um**2
     if round(expected) < 1:

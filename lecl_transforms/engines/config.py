@@ -18,6 +18,8 @@ __all__ = [
     "bundle_config",
     "latest_checkpoint",
     "guard_checkpoints",
+    "checkpoint_epoch",
+    "check_epochs",
     "check_training_config",
     "run_parameters",
 ]
@@ -56,9 +58,27 @@ def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str:
     return found[-1]
 
 
-def guard_checkpoints(ckpt_dir: str, resume: bool, overwrite: bool) -> None:
+def checkpoint_epoch(path: str) -> int:
+    """The epochs a full training checkpoint (``CheckpointSaver``'s, with the trainer's state) had completed."""
+    trainer = torch.load(path, map_location="cpu", weights_only=True)["trainer"]
+    if "epoch" in trainer:
+        return int(trainer["epoch"])
+    return int(trainer["iteration"]) // max(1, int(trainer["epoch_length"]))  # what ignite's state_dict keeps
+
+
+def guard_checkpoints(ckpt_dir: str, resume: bool, overwrite: bool, epochs: int | None = None) -> None:
     """Refuse to start a fresh run over the models of an earlier one: its ``model.pt`` (best model),
-    ``model_final.pt`` and checkpoints would be replaced. ``resume`` continues that run; ``overwrite`` replaces it."""
+    ``model_final.pt`` and checkpoints would be replaced. ``resume`` continues that run (up to ``epochs``, which must
+    then exceed the epochs it completed); ``overwrite`` replaces it."""
+    if resume and epochs is not None:
+        done = checkpoint_epoch(latest_checkpoint(ckpt_dir, required=True))
+        if int(epochs) <= done:
+            raise input_error(f"config: epochs (--epochs {epochs}) with --resume true",
+                              f"the run in {ckpt_dir} has already completed {done} epochs, so there is nothing left "
+                              f"to train up to epoch {epochs}",
+                              f"to train further, give the new total, more than {done} (e.g. --epochs "
+                              f"{done + max(1, int(epochs))} for {max(1, int(epochs))} more); the trained models are "
+                              f"in {ckpt_dir}")
     if resume or overwrite:
         return
     earlier = sorted(Path(ckpt_dir).glob("*.pt")) if os.path.isdir(ckpt_dir) else []
@@ -68,6 +88,15 @@ def guard_checkpoints(ckpt_dir: str, resume: bool, overwrite: bool) -> None:
                           "pass --resume true to continue that run, --overwrite true to replace its models, or "
                           "another --bundle_root for a new run (in the bundle folder itself, models/model.pt is the "
                           "shipped model, which stage 1 would replace)")
+
+
+def check_epochs(epochs) -> int:
+    """``epochs`` if it is a whole number >= 1; checked first, before the training writes anything."""
+    if isinstance(epochs, bool) or not (isinstance(epochs, (int, float)) and float(epochs).is_integer()
+                                        and epochs >= 1):
+        raise input_error("config: epochs (--epochs)", f"got {epochs!r}: no epoch would be trained",
+                          "give a whole number of epochs >= 1 (quick.json: 12, train.json: 100)")
+    return int(epochs)
 
 
 def check_training_config(network, patch_size, batch_size: int | None = None,

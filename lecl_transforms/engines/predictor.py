@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 def inference_entries(datalist=None, section: str = "test", image=None, input_dir=None) -> list[dict]:
     """The stacks to predict, ``[{"image": path}, ...]``, from exactly one of: a datalist section, one image, or
-    every TIFF/NIfTI in a folder (sorted by name)."""
+    every TIFF/NIfTI in a folder (sorted by name). Datalist entries keep their ``points`` (an existing file) for
+    the click checks of :class:`StackPredictor`."""
     from ..data.datalist import load_datalist
 
     datalist, image, input_dir = optional(datalist), optional(image), optional(input_dir)
@@ -63,8 +64,10 @@ def inference_entries(datalist=None, section: str = "test", image=None, input_di
             raise input_error(f"input_dir {input_dir}", f"holds no stack ({', '.join(IMAGE_SUFFIXES)})",
                               "give the folder of your TIFF/NIfTI stacks")
         return [{"image": str(p.resolve())} for p in found]
-    return [{"image": e["image"]} for e in load_datalist(datalist, str(section), required=("image",),
-                                                          file_fields=("image",))]
+    # clicks, where the datalist has them, let lecl predict check the channels as lecl prepare does
+    return [{"image": e["image"], **({"points": e["points"]} if isinstance(e.get("points"), str)
+                                     and os.path.isfile(e["points"]) else {})}
+            for e in load_datalist(datalist, str(section), required=("image",), file_fields=("image",))]
 
 
 def _barrier() -> None:
@@ -84,12 +87,16 @@ class StackPredictor:
         sampler: a ``DistributedSampler`` over ``data`` under ``torchrun`` (each process predicts its share;
             process 0 writes the run summary), else ``None``.
         model_info: recorded in the summary (checkpoint path and description).
+        click_check: for entries with ``points``: ``(image (2, Z, Y, X), points (N, 3), source=...)``, raising for
+            suspicious channels before the network runs on the stack (``ClickPlacementCheck``, as ``lecl prepare``
+            and the training check the same stacks); None: no check.
     """
 
     def __init__(self, data: Sequence[dict], pipeline, network, save, output_dir, sampler=None,
                  overwrite: bool = False, progress: bool = True, model_info: dict | None = None,
-                 parameters: dict | None = None):
+                 parameters: dict | None = None, click_check=None):
         self.data, self.pipeline, self.network, self.save = list(data), pipeline, network, save
+        self.click_check = click_check
         self.output_dir, self.sampler = Path(output_dir), sampler
         self.overwrite, self.progress = bool(overwrite), bool(progress)
         self.model_info, self.parameters = model_info or {}, parameters or {}
@@ -115,7 +122,13 @@ class StackPredictor:
         from ..data.prediction_writer import stack_figures
 
         start = time.perf_counter()
-        d = self.save(self.pipeline(entry["image"], self.network))
+        data = self.pipeline.load(entry["image"])
+        if self.click_check is not None and entry.get("points"):
+            from ..data.points import read_points
+
+            points, _ = read_points(entry["points"], tuple(data["image"].shape[-3:]))
+            self.click_check(data["image"], points, source=str(entry["image"]))
+        d = self.save(self.pipeline.predict(data, self.network))
         table = d["nuclei"].table()
         labels = table["label"]
         nuclei, positive = int(len(labels)), int((labels == 2).sum())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from ignite.engine import Events
 from ignite.metrics import Average, Metric
 from monai.engines import SupervisedTrainer
 
@@ -94,6 +95,15 @@ class LECLTrainer(SupervisedTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_failure: list = []
+        self.add_event_handler(Events.EPOCH_STARTED, self._announce_contrast)
+
+    def _announce_contrast(self, engine) -> None:
+        """Say in the log when the contrast terms switch on: loss_total jumps then, by design, not by divergence."""
+        start = getattr(self.loss_function, "contrast_start_epoch", None)
+        if start is not None and engine.state.epoch == int(start):
+            self.logger.info(f"Epoch[{start}]: the supervised contrast terms (scl_pixel, scl_region) start now: "
+                             "loss_total includes them from here on and rises; loss_hovernet (the key metric) "
+                             "does not")
 
     def run(self) -> None:
         try:
@@ -114,8 +124,10 @@ class LECLTrainer(SupervisedTrainer):
 
 
 def loss_term_metrics(loss, prefix: str = "loss_") -> dict[str, Metric]:
-    """One epoch-average metric per active loss term (plus the total), so each is printed and logged separately."""
-    names = ["total", *loss.active_terms()]
+    """One epoch-average metric per active loss term, the total and the HoVer-Net terms' sum, each printed and
+    logged. The first, the trainer's key metric, is ``loss_hovernet``: the terms active from the first epoch, so
+    "best at epoch N" stays meaningful when the contrast terms join ``loss_total`` at ``contrast_start_epoch``."""
+    names = ["hovernet", "total", *loss.active_terms()]
     return {f"{prefix}{name}": Average(output_transform=_term_reader(name)) for name in names}
 
 

@@ -1,8 +1,16 @@
 """Ignite/MONAI handler glue: MLflow tracking that survives crashes and never logs twice, evaluation runs, and
 validation at the end of every training run."""
 
-from .mlflow import attach_mlflow, log_evaluation, mark_runs_failed, mlflow_handlers, unique_run_name
+from .mlflow import (
+    artifact_location,
+    attach_mlflow,
+    check_tracking_uri,
+    log_evaluation,
+    mark_runs_failed,
+    mlflow_handlers,
+    unique_run_name,
+)
 from .validation import FinalValidationHandler, attach_handlers
 
 __all__ = ["unique_run_name", "mlflow_handlers", "attach_mlflow", "mark_runs_failed", "log_evaluation",
-           "FinalValidationHandler", "attach_handlers"]
+           "check_tracking_uri", "artifact_location", "FinalValidationHandler", "attach_handlers"]

@@ -17,7 +17,44 @@ from collections.abc import Mapping, Sequence
 from ignite.engine import Engine
 from monai.handlers import MLFlowHandler
 
-__all__ = ["unique_run_name", "mlflow_handlers", "attach_mlflow", "mark_runs_failed", "log_evaluation"]
+__all__ = ["unique_run_name", "mlflow_handlers", "attach_mlflow", "mark_runs_failed", "log_evaluation",
+           "check_tracking_uri", "artifact_location"]
+
+#: MLflow tracking stores this MLflow accepts (``file://`` stores and plain folders it no longer does, from 3.13)
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking_uri(uri: str | None, name: str = "tracking_uri") -> str | None:
+    """``uri`` if MLflow can log to it (checked before any work, not after the results were written): a scheme of
+    :data:`TRACKING_SCHEMES` (``sqlite:///path/mlruns.db``, ``http(s)://server``, a database); None stays None
+    (MLflow's own default)."""
+    from urllib.parse import urlsplit
+
+    from ..errors import input_error
+
+    if uri is None:
+        return None
+    scheme = urlsplit(str(uri)).scheme.lower().split("+")[0]  # postgresql+psycopg2://...
+    if scheme in TRACKING_SCHEMES and (scheme != "sqlite" or str(uri).startswith("sqlite:///")):
+        return str(uri)
+    got = "a plain path" if "://" not in str(uri) else f"the scheme '{scheme}://'"
+    raise input_error(f"{name} (--tracking-uri)", f"{uri!r} is not an MLflow tracking store this MLflow accepts "
+                      f"(got {got})",
+                      f"give sqlite:///path/to/mlruns.db (a local file), an http(s):// MLflow server, or one of "
+                      f"{', '.join(s + '://' for s in TRACKING_SCHEMES)}; or turn MLflow off (--no-mlflow)")
+
+
+def artifact_location(tracking_uri: str | None) -> str | None:
+    """Where a new experiment keeps its artifacts: a ``mlruns`` folder next to a SQLite store's database (as MONAI's
+    ``MLFlowHandler`` does for training), not ``./mlruns`` of whatever folder the command ran in; None (MLflow
+    decides) for servers and other databases."""
+    from pathlib import Path
+
+    from monai.utils import path_to_uri
+
+    if tracking_uri is None or not str(tracking_uri).startswith("sqlite:///"):
+        return None
+    return path_to_uri(Path(str(tracking_uri)[len("sqlite:///"):]).absolute().parent / "mlruns")
 
 
 def unique_run_name(stage: int, run_name: str | None = None) -> str:
@@ -77,7 +114,8 @@ def log_evaluation(report: Mapping, files: Sequence = (), tracking_uri: str | No
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        experiment_name, artifact_location=artifact_location(tracking_uri))
     name = run_name or f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run = client.create_run(experiment_id, run_name=name)
     try:

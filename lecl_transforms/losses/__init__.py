@@ -5,8 +5,9 @@ Targets (``HoVerNetTargets``): ``np`` ``(B, 1, H, W)`` 0/1, ``hv`` ``(B, 2, H, W
 """
 
 from .branch import entropy_on, hv_mse, hv_msge, masked_cross_entropy, masked_dice
-from .lecl_loss import DEFAULT_WEIGHTS, TERMS, LECLLoss
+from .lecl_loss import CONTRAST_TERMS, DEFAULT_WEIGHTS, TERMS, LECLLoss
 from .pixel_contrast import PixelContrastMemory
 
-__all__ = ["TERMS", "DEFAULT_WEIGHTS", "masked_cross_entropy", "masked_dice", "entropy_on", "hv_mse", "hv_msge",
+__all__ = ["TERMS", "CONTRAST_TERMS", "DEFAULT_WEIGHTS", "masked_cross_entropy", "masked_dice", "entropy_on", "hv_mse",
+           "hv_msge",
            "PixelContrastMemory", "LECLLoss"]

@@ -13,6 +13,7 @@ from .pixel_contrast import PixelContrastMemory
 
 __all__ = [
     "TERMS",
+    "CONTRAST_TERMS",
     "DEFAULT_WEIGHTS",
     "LECLLoss",
 ]
@@ -23,6 +24,9 @@ TERMS = ("np_ce", "np_dice", "np_entropy", "hv_mse", "hv_msge", "nc_ce", "nc_dic
          "scl_region")
 
 
+#: the supervised contrastive terms, on from ``contrast_start_epoch``
+CONTRAST_TERMS = ("scl_pixel", "scl_region")
+
 #: paper / published-code weights (Table 4: CE 1, Dice 1, entropy 0.5; Eq. 1 adds the contrast terms)
 DEFAULT_WEIGHTS = {"np_ce": 1.0, "np_dice": 1.0, "np_entropy": 0.5, "hv_mse": 1.0, "hv_msge": 1.0, "nc_ce": 1.0,
                    "nc_dice": 1.0, "nc_entropy": 0.5, "scl_pixel": 1.0, "scl_region": 1.0}
@@ -31,8 +35,10 @@ DEFAULT_WEIGHTS = {"np_ce": 1.0, "np_dice": 1.0, "np_entropy": 0.5, "hv_mse": 1.
 class LECLLoss(nn.Module):
     """The LECL training loss: NP (CE + Dice + entropy), HV (MSE + MSGE), NC (CE + Dice + entropy + pixel contrast).
 
-    ``forward(pred, target)`` returns the weighted sum; ``last_terms`` holds every active term's value. The contrast
-    terms start at ``contrast_start_epoch`` (call :meth:`set_epoch`; epochs count from 1), before that the memory
+    ``forward(pred, target)`` returns the weighted sum; ``last_terms`` holds every active term's value, the sum
+    (``total``) and the weighted sum of the HoVer-Net terms alone (``hovernet``: the NP, HV and NC terms, active from
+    the first epoch). The contrast terms (:data:`CONTRAST_TERMS`) start at ``contrast_start_epoch`` (call
+    :meth:`set_epoch`; epochs count from 1), before that the memory
     is filled but not contrasted against.
 
     Args:
@@ -109,4 +115,8 @@ class LECLLoss(nn.Module):
         # detached tensors, read at the logging interval / epoch end: a float() here would sync with the GPU every step
         self.last_terms = {k: v.detach() for k, v in terms.items()}
         self.last_terms["total"] = total.detach() if isinstance(total, torch.Tensor) else torch.as_tensor(total)
+        # the HoVer-Net terms alone, active from epoch 1: comparable over the whole run, unlike "total", which the
+        # contrast terms join at contrast_start_epoch
+        hovernet = sum(w[k] * v.detach() for k, v in terms.items() if k not in CONTRAST_TERMS)
+        self.last_terms["hovernet"] = hovernet if isinstance(hovernet, torch.Tensor) else torch.as_tensor(hovernet)
         return total

@@ -3,10 +3,19 @@ points (method step 5), and the same scores during training validation through t
 
 from .click import ClickMetric
 from .detection import SCORE_NAMES, NucleusCounts, counts_from_matches, match_nuclei, scores
-from .evaluation import evaluate_predictions, evaluate_stack, read_prediction_csv, write_metrics
+from .evaluation import (
+    EVALUATE_MANIFEST,
+    METRICS_FILES,
+    check_metrics_out,
+    evaluate_predictions,
+    evaluate_stack,
+    read_prediction_csv,
+    write_metrics,
+)
 from .selection import MetricSet, select_metrics
 from .stack import StackMetric, StackValidator
 
 __all__ = ["ClickMetric", "SCORE_NAMES", "NucleusCounts", "counts_from_matches", "evaluate_predictions",
-           "evaluate_stack", "match_nuclei", "read_prediction_csv", "scores", "write_metrics", "StackValidator",
-           "StackMetric", "MetricSet", "select_metrics"]
+           "evaluate_stack", "check_metrics_out", "EVALUATE_MANIFEST", "METRICS_FILES", "match_nuclei",
+           "read_prediction_csv", "scores", "write_metrics", "StackValidator", "StackMetric", "MetricSet",
+           "select_metrics"]

@@ -79,8 +79,9 @@ def check_settings(spacing, radius_um, z_tolerance) -> np.ndarray:
     if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise input_error("spacing", f"{tuple(values.tolist())} is not three positive numbers (dz, dy, dx)",
                           "give the voxel spacing (dz, dy, dx) in micrometres, e.g. (2.0, 0.5, 0.5)")
-    if not (np.isfinite(radius_um) and radius_um >= 0):
-        raise input_error("radius_um", f"got {radius_um}", "give the matching radius in micrometres (>= 0), e.g. 3.0")
+    if not (np.isfinite(radius_um) and radius_um > 0):  # 0 would match only a centroid exactly on its click
+        raise input_error("radius_um", f"got {radius_um}", "give the matching radius in micrometres (> 0; lecl "
+                          "evaluate --radius-um), e.g. 3.0, about a nucleus radius")
     if not (float(z_tolerance).is_integer() and z_tolerance >= 0):
         raise input_error("z_tolerance", f"got {z_tolerance}", "give a whole number of slices >= 0, e.g. 1")
     return values

@@ -17,11 +17,16 @@ import numpy as np
 from monai.config import PathLike
 
 from ..errors import input_error
-from ..utils.files import atomic_path
+from ..utils.files import atomic_path, check_out_files, write_manifest
 from ..utils.names import decode_text, stem_of
 from .detection import SCORE_NAMES, NucleusCounts, check_settings, counts_from_matches, match_nuclei, scores
 
-__all__ = ["read_prediction_csv", "evaluate_stack", "evaluate_predictions", "write_metrics"]
+__all__ = ["read_prediction_csv", "evaluate_stack", "evaluate_predictions", "write_metrics", "check_metrics_out",
+           "EVALUATE_MANIFEST", "METRICS_FILES"]
+
+#: what an evaluation writes into its output folder, and the manifest listing them (so a re-run recognises its own)
+METRICS_FILES = ("metrics.json", "metrics.md")
+EVALUATE_MANIFEST = "lecl_evaluate.json"
 
 
 # -- files ------------------------------------------------------------------------------------------------------------
@@ -84,14 +89,16 @@ def _all_numbers(cells) -> bool:
 
 def evaluate_stack(
     pred_csv: PathLike, points_csv: PathLike, spacing: Sequence[float], radius_um: float = 3.0, z_tolerance: int = 1,
+    shape: Sequence[int] | None = None,
 ) -> tuple[NucleusCounts, tuple[np.ndarray, np.ndarray]]:
     """Counts of one stack: its ``STEM_pred.csv`` against its points file (``read_points``: CSV ``z,y,x,label`` or a
-    point-label volume). Returns ``(counts, (pred_idx, true_idx))``, the matched rows of the two files (in file
-    order, header and blank lines not counted)."""
+    point-label volume). ``shape`` ``(Z, Y, X)``: clicks outside the stack are refused (as ``lecl prepare`` does).
+    Returns ``(counts, (pred_idx, true_idx))``, the matched rows of the two files (in file order, header and blank
+    lines not counted)."""
     from ..data.points import read_points
 
     pred = read_prediction_csv(pred_csv)
-    true_zyx, true_labels = read_points(points_csv)
+    true_zyx, true_labels = read_points(points_csv, shape)
     pred_idx, true_idx = match_nuclei(pred["zyx"], pred["z_range"], true_zyx, spacing, radius_um, z_tolerance)
     return counts_from_matches(pred["label"], true_labels, pred_idx, true_idx), (pred_idx, true_idx)
 
@@ -133,7 +140,31 @@ def _stack_spacing(image: Path, pred_dir: Path, stem: str) -> tuple[tuple[float,
                 return found, f"{source} ({path.name})"
     raise input_error(
         image, "voxel spacing is stated neither in the image's metadata nor in the prediction's instances TIFF",
-        "give spacing=(dz, dy, dx) in micrometres (the spacing used for lecl predict)")
+        "give the spacing used for lecl predict: lecl evaluate --spacing DZ DY DX (micrometres; config key spacing)")
+
+
+def _stack_shape(image: Path, pred_dir: Path, stem: str) -> tuple[int, int, int] | None:
+    """``(Z, Y, X)`` of one stack, for checking its clicks: from ``STEM_instances.tif`` (``lecl predict`` writes it on
+    the stack's grid; only its header is read), else from the image itself; None when neither can be read (the
+    clicks are then matched unchecked)."""
+    instances = pred_dir / f"{stem}_instances.tif"
+    if instances.is_file():
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(instances) as tif:
+                shape = tuple(int(v) for v in tif.series[0].shape)
+            if len(shape) == 3:
+                return shape
+        except Exception:  # noqa: BLE001 - an unreadable file here only means "ask the image"
+            pass
+    try:
+        from ..data.reader import IFStackReader
+
+        reader = IFStackReader(min_channels=1, require_spacing=False, check_values=False)
+        return tuple(int(v) for v in reader.get_data(reader.read(image))[0].shape[-3:])
+    except Exception:  # noqa: BLE001 - e.g. a plain TIFF whose axes only the user knows: matched unchecked
+        return None
 
 
 def evaluate_predictions(
@@ -180,7 +211,8 @@ def evaluate_predictions(
     for entry, stem in zip(entries, stems):
         image, pred_csv = Path(entry["image"]), pred_dir / f"{stem}_pred.csv"
         stack_spacing, source = (spacing, "given") if spacing is not None else _stack_spacing(image, pred_dir, stem)
-        counts, _ = evaluate_stack(pred_csv, entry["points"], stack_spacing, radius_um, z_tolerance)
+        counts, _ = evaluate_stack(pred_csv, entry["points"], stack_spacing, radius_um, z_tolerance,
+                                   shape=_stack_shape(image, pred_dir, stem))
         pooled = pooled + counts
         rows.append({"image": str(image), "stem": stem, "pred_csv": str(pred_csv), "points": str(entry["points"]),
                      "spacing": list(stack_spacing), "spacing_source": source, "counts": counts.as_dict(),
@@ -242,14 +274,27 @@ def _json_safe(value):
     return value
 
 
+def check_metrics_out(out_dir: PathLike, overwrite: bool = False) -> PathLike:
+    """Refuse, before any work, an output folder that is a file, cannot be written, holds a ``metrics.json`` /
+    ``metrics.md`` that ``lecl evaluate`` did not write (not in its ``lecl_evaluate.json``), or an earlier
+    evaluation without ``overwrite``. Returns ``out_dir``."""
+    check_out_files(out_dir, METRICS_FILES, command="lecl evaluate", manifest=EVALUATE_MANIFEST,
+                    overwrite=overwrite, option="output_dir (--out)")
+    return out_dir
+
+
 def write_metrics(report: Mapping, out_dir: PathLike) -> tuple[Path, Path]:
     """Write ``metrics.json`` (``report`` as returned by :func:`evaluate_predictions`, NaN written as null) and
     ``metrics.md`` (one table row per stack, then the pooled and mean rows, 3 decimals; the settings below) into
-    ``out_dir``, each atomically. Returns ``(json_path, md_path)``."""
+    ``out_dir``, each atomically, and list them in ``lecl_evaluate.json`` (call :func:`check_metrics_out` before the
+    evaluation). Returns ``(json_path, md_path)``."""
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
+    json_path, md_path = (out_dir / name for name in METRICS_FILES)
+    # first: from here on the files are recognisably lecl's, so an interrupted run can be replaced with --overwrite
+    write_manifest(out_dir, EVALUATE_MANIFEST, {"command": "lecl evaluate", "files": list(METRICS_FILES),
+                                                "pred_dir": report.get("settings", {}).get("pred_dir")})
 
     lines = ["# LECL detection and classification metrics", "",
              "| stack | " + " | ".join(title for title, _ in _TABLE) + " |",

@@ -29,7 +29,8 @@ def _add_synth_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--photons", type=float, help="counts at full intensity: lower = noisier")
     g.add_argument("--positive-fraction", type=float, help="share of marker-positive nuclei")
     g.add_argument("--decoy-fraction", type=float, help="share of negatives with marker above/below them")
-    g.add_argument("--jitter", dest="point_jitter_px", type=float, help="annotator click error in x/y (px)")
+    g.add_argument("--jitter", dest="point_jitter_px", type=float, help="annotator click error in x/y: standard "
+                   "deviation in px, at most the largest nucleus radius (a click stays on its nucleus)")
     g.add_argument("--z-click-error", type=float, help="probability a click is one slice off the centre")
     g.add_argument("--missed-click-rate", type=float, help="probability a nucleus is not clicked")
 
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
                    help="voxel spacing in um, used where the file does not state it (for every stack with "
                    "--override-spacing)")
-    p.add_argument("--axes", help="axis order of plain TIFFs without metadata, e.g. ZCYX")
+    p.add_argument("--axes", help="axis order of TIFFs that store their shape but not their axis names, e.g. ZCYX "
+                   "(a flat TIFF of N planes cannot be split: re-save it as a hyperstack)")
     p.add_argument("--rules", default="robust", choices=["robust", "paper"],
                    help="robust (default) or paper: Algorithm 1 taken literally")
     p.add_argument("--emip-channels", default="both", choices=["both", "marker", "none"],

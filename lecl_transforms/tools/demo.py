@@ -68,9 +68,16 @@ def cmd_demo(args) -> int:
     run_predict(predictions, datalist=str(datalist.resolve()), section="test", checkpoint=model,
                 overwrite=args.overwrite, progress=False)
     print(f"[5/{steps}] evaluation against the test stacks' clicks")
-    report = run_evaluate(predictions, datalist, "test", bundle_root=str(out.resolve()))
+    # logged beside the training's runs, in its MLflow store
+    report = run_evaluate(predictions, datalist, "test", bundle_root=str(out.resolve()), overwrite=args.overwrite,
+                          tracking_uri=f"sqlite:///{training_store(out)}")
     summarise_demo(out, report)
     return 0
+
+
+def training_store(out: Path) -> Path:
+    """The MLflow database of a training with ``bundle_root`` ``out`` (train.json's ``output_dir``/mlruns.db)."""
+    return (Path(out) / "eval" / "mlruns.db").resolve()
 
 
 def summarise_demo(out: Path, report: dict) -> None:
@@ -83,7 +90,7 @@ def summarise_demo(out: Path, report: dict) -> None:
           "(QuPath), *_pred_qc.png")
     print(f"  metrics:     {predictions / 'metrics.md'} and metrics.json")
     print(f"  QC pictures: {out / 'prepared'}/*_qc.png;  MLflow: mlflow ui --backend-store-uri "
-          f"sqlite:///{(out / 'eval' / 'mlruns.db').resolve()}")
+          f"sqlite:///{training_store(out)}")
     print("next, with your own stacks and clicks (datalist format: bundle/docs/README.md):")
     print("  lecl prepare --datalist my_datalist.json --out my_prepared   # check the pseudo-labels' QC pictures")
     print("  python -m monai.bundle run training --config_file bundle/configs/train.json --datalist my_datalist.json")
@@ -130,7 +137,7 @@ def summarise_dataset(datalist: Path) -> None:
 def summarise_training(out: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    db = (out / "eval" / "mlruns.db").resolve()
+    db = training_store(out)
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("lecl")
     runs = client.search_runs(experiment.experiment_id, order_by=["attributes.start_time DESC"], max_results=1)

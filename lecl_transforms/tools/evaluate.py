@@ -13,18 +13,24 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--truth", required=True, help="datalist JSON whose entries have the true points")
     p.add_argument("--section", default="test", help="datalist section (default test)")
     p.add_argument("--radius-um", type=float, default=3.0,
-                   help="largest centroid-to-click distance of a match, micrometres (default 3)")
+                   help="largest centroid-to-click distance of a match, micrometres, > 0 (default 3)")
     p.add_argument("--z-tolerance", type=int, default=1,
                    help="a click matches only within the nucleus' slices +- this many (default 1)")
-    p.add_argument("--out", help="where metrics.json and metrics.md go (default: --pred)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
+                   help="voxel spacing in um of every stack (default: the one lecl predict used, else the image's)")
+    p.add_argument("--out", help="folder for metrics.json, metrics.md and lecl_evaluate.json (default: --pred)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier lecl evaluate's metrics in --out")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation to MLflow")
-    p.add_argument("--tracking-uri", help="MLflow store (default: the bundle's eval/mlruns.db)")
+    p.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///path/mlruns.db or http://server "
+                   "(default: mlruns.db in --out, artifacts in mlruns/ beside it)")
     p.set_defaults(func=cmd_evaluate)
 
 
 def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_tolerance: int = 1, out=None,
-                 mlflow: bool = True, tracking_uri: str | None = None, bundle_root: str | None = None) -> dict:
-    """``evaluate.json`` through MONAI's bundle runner; returns the report (``metrics.json``'s content)."""
+                 mlflow: bool = True, tracking_uri: str | None = None, bundle_root: str | None = None,
+                 spacing=None, overwrite: bool = False) -> dict:
+    """``evaluate.json`` through MONAI's bundle runner; returns the report (``metrics.json``'s content). ``spacing``,
+    ``tracking_uri`` and ``overwrite`` are passed only when given (the config's values hold otherwise)."""
     import json
 
     from .bundle import run_bundle
@@ -35,6 +41,10 @@ def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_t
     overrides["output_dir"] = str(out)
     if tracking_uri:
         overrides["tracking_uri"] = tracking_uri
+    if spacing is not None:
+        overrides["spacing"] = [float(v) for v in spacing]
+    if overwrite:
+        overrides["overwrite"] = True
     if bundle_root:
         overrides["bundle_root"] = str(bundle_root)
     run_bundle("evaluate", "evaluate.json", **overrides)
@@ -43,6 +53,7 @@ def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_t
 
 def cmd_evaluate(args) -> int:
     run_evaluate(args.pred, args.truth, args.section, args.radius_um, args.z_tolerance, args.out,
-                 mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri)
+                 mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, spacing=args.spacing,
+                 overwrite=args.overwrite)
     print(f"metrics: {Path(args.out or args.pred) / 'metrics.json'} and metrics.md")
     return 0

@@ -220,6 +220,11 @@ def entries_from_args(datalist: str | None, image: str | None, points: str | Non
             if not items:
                 continue
             with_points = [i for i, e in enumerate(items) if isinstance(e, dict) and "points" in e]
+            for i in with_points:  # "points": null is a path left out, not "no clicks": say where
+                if items[i]["points"] is None:
+                    raise input_error(f"{datalist}, {section}[{i}].points", "is null, not a file path",
+                                      'write "points": "path/to/clicks.csv", or remove the "points" key to leave '
+                                      "this entry out of lecl prepare")
             if with_points:
                 loaded = load_datalist(datalist, section, required=("image",))
                 found[section] = [loaded[i] for i in with_points]

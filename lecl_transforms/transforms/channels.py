@@ -13,7 +13,7 @@ from monai.utils import TransformBackends, convert_to_dst_type
 
 from ..data.reader import source_of
 from ..errors import input_error
-from .checks import check_channel_indices, check_distinct_channels
+from .checks import check_channel_indices, check_distinct_channels, check_nuclei_structure
 from .functional.intensity import percentile_range
 from .utils import as_numpy
 
@@ -32,7 +32,8 @@ class NucleiMarkerChannels(Transform):
     Everything downstream relies on this order. Checks (:func:`~.checks.check_channel_indices`) that both indices
     exist and select different channels once negative indices are resolved (``-1`` of a 2-channel stack is
     channel 1), that neither channel is blank (a constant channel usually means the wrong index),
-    and, unless ``allow_suspicious_input``, that the two channels do not hold the same image.
+    and, unless ``allow_suspicious_input``, that the two channels do not hold the same image and that the nuclei
+    channel shows objects rather than pixel noise (:func:`~.checks.check_nuclei_structure`).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -59,6 +60,7 @@ class NucleiMarkerChannels(Transform):
                     f"check {name}: it should index the {'nuclei (e.g. DAPI)' if i == 0 else 'marker'} channel",
                 )
         check_distinct_channels(out[0], out[1], source, self.allow_suspicious_input)
+        check_nuclei_structure(out[0], source, self.allow_suspicious_input)
         return out
 
 

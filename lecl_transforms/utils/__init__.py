@@ -10,6 +10,7 @@ The layer order of the package (a module imports only from its own layer or belo
 from .files import (
     atomic_path,
     check_out_dir,
+    check_out_files,
     make_dirs,
     read_manifest,
     remove_empty_dirs,
@@ -23,6 +24,7 @@ from .values import check_choice, flag, optional
 
 __all__ = [
     "flag", "optional", "check_choice", "stem_of", "unique_stems", "decode_text", "is_stack_file",
-    "IMAGE_SUFFIXES", "TIFF_SUFFIXES", "NIFTI_SUFFIXES", "atomic_path", "write_json", "check_out_dir", "make_dirs",
+    "IMAGE_SUFFIXES", "TIFF_SUFFIXES", "NIFTI_SUFFIXES", "atomic_path", "write_json", "check_out_dir",
+    "check_out_files", "make_dirs",
     "remove_empty_dirs", "read_manifest", "write_manifest", "remove_stale", "resolve_spacing",
 ]

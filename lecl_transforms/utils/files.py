@@ -1,7 +1,8 @@
 """Files written safely: atomic writes and JSON, and the one output-folder guard of every ``lecl`` command.
 
 Every command that writes a folder leaves a manifest in it (``lecl_synth.json``, ``lecl_prepare.json``,
-``lecl_predict.json``, ``lecl_demo.json``). A folder is written only if it is new or empty, or holds an earlier output
+``lecl_predict.json``, ``lecl_demo.json``; ``lecl_evaluate.json`` lists the few files ``lecl evaluate`` adds to a
+folder, usually ``lecl predict``'s). A folder is written only if it is new or empty, or holds an earlier output
 of the same command and ``--overwrite`` was given; never if it is (or contains) the folder of an input. So nothing a
 user had is ever replaced without ``--overwrite``, and their own files never are. Files are written under a temporary
 name beside their final one and renamed into place, so an interrupted run never leaves half a file under a final name.
@@ -21,8 +22,8 @@ import numpy as np
 
 from ..errors import input_error
 
-__all__ = ["atomic_path", "write_json", "check_out_dir", "make_dirs", "remove_empty_dirs", "write_manifest",
-           "read_manifest", "remove_stale"]
+__all__ = ["atomic_path", "write_json", "check_out_dir", "check_out_files", "make_dirs", "remove_empty_dirs",
+           "write_manifest", "read_manifest", "remove_stale"]
 
 
 # -- writing files safely ---------------------------------------------------------------------------------------------
@@ -133,6 +134,36 @@ def check_out_dir(out, *, command: str, manifest: str, overwrite: bool = False, 
             if recorded is not None and target.exists() and target.relative_to(out).as_posix() not in recorded:
                 raise input_error(target, f"exists and was not written by {command}",
                                   f"choose another {option} folder (nothing of yours is overwritten)")
+    _probe_writable(out if out.is_dir() else existing, out, option)
+    return earlier
+
+
+def check_out_files(out, targets: Iterable[str], *, command: str, manifest: str, overwrite: bool = False,
+                    option: str = "--out") -> dict | None:
+    """:func:`check_out_dir` for a command that adds a few named files to a folder that may hold others (``lecl
+    evaluate`` writes its metrics beside ``lecl predict``'s output): ``out`` must be (or become) a writable folder;
+    each of ``targets`` (names inside ``out``) that exists must be listed in ``out/manifest`` (written by an earlier
+    ``command``; a user's own file of that name is never replaced) and needs ``overwrite``. Writes nothing; returns
+    the earlier manifest (or None)."""
+    out = Path(out)
+    where = f"{option} {out}"
+    if out.exists() and not out.is_dir():
+        raise input_error(where, "is a file, not a folder",
+                          f"give {option} a folder (a new one, or one to add the results to)")
+    existing = _nearest_existing(out)
+    if not existing.is_dir():
+        raise input_error(where, f"cannot be created: {existing} is a file",
+                          f"give {option} a folder path whose parents are folders")
+    earlier = read_manifest(out / manifest) if (out / manifest).is_file() else None
+    recorded = set((earlier or {}).get("files", []))
+    present = [name for name in targets if (out / name).exists()]
+    foreign = [name for name in present if name not in recorded]
+    if foreign:
+        raise input_error(out / foreign[0], f"exists and was not written by {command} (not listed in {manifest})",
+                          f"choose another {option} folder, or move your file away (nothing of yours is overwritten)")
+    if present and not overwrite:
+        raise input_error(where, f"holds an earlier {command} output ({', '.join(present)})",
+                          f"pass --overwrite to replace it, or choose a new {option}")
     _probe_writable(out if out.is_dir() else existing, out, option)
     return earlier
 

@@ -7,10 +7,18 @@ from .emip import __all__ as _emip_all
 from .hovernet_post import SliceDetections, hovernet_postprocess, instance_contours
 from .hovernet_targets import hover_maps
 from .link_slices import Nuclei3D, check_link_parameters, link_slices
-from .intensity import local_mean_at, normalize_percentiles, percentile_range, slice_ranks
+from .intensity import (
+    far_from_clicks,
+    local_mean_at,
+    local_median_at,
+    normalize_percentiles,
+    percentile_range,
+    slice_ranks,
+)
 from .weak_label import labelled_dilation, refine_per_cell, remove_small_components, three_region_label
 
 __all__ = [*_emip_all, "hover_maps", "labelled_dilation", "refine_per_cell", "remove_small_components",
-           "three_region_label", "percentile_range", "normalize_percentiles", "local_mean_at", "slice_ranks",
+           "three_region_label", "percentile_range", "normalize_percentiles", "local_mean_at", "local_median_at",
+           "far_from_clicks", "slice_ranks",
            "SliceDetections", "hovernet_postprocess", "instance_contours", "Nuclei3D", "link_slices",
            "check_link_parameters"]

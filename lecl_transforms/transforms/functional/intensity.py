@@ -11,6 +11,8 @@ __all__ = [
     "percentile_range",
     "normalize_percentiles",
     "local_mean_at",
+    "local_median_at",
+    "far_from_clicks",
     "slice_ranks",
 ]
 
@@ -45,10 +47,9 @@ def normalize_percentiles(x, percentiles: Sequence[float] = (0.5, 99.8), referen
     return np.clip(out, 0, 1) if clip else out
 
 
-def local_mean_at(volume: np.ndarray, points: np.ndarray, radius: int = 2) -> np.ndarray:
-    """Mean of ``volume`` ``(Z, Y, X)`` over a disk of ``radius`` px around each point, on the point's own slice,
-    ``(N,)``: the intensity an annotator saw under the click (edge pixels repeat at the borders). Gathered with one
-    fancy index over ``(N, disk)``, never a loop over points."""
+def _disk_values(volume: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
+    """``(N, disk)`` values of ``volume`` ``(Z, Y, X)`` in a disk of ``radius`` px around each point on its own slice
+    (edge pixels repeat at the borders): one fancy index, never a loop over points."""
     r = int(radius)
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1].reshape(2, -1)
     disk = (dy**2 + dx**2) <= r * r
@@ -56,18 +57,46 @@ def local_mean_at(volume: np.ndarray, points: np.ndarray, radius: int = 2) -> np
     points = np.asarray(points, int).reshape(-1, 3)
     ys = np.clip(points[:, 1:2] + dy, 0, volume.shape[1] - 1)
     xs = np.clip(points[:, 2:3] + dx, 0, volume.shape[2] - 1)
-    return volume[points[:, :1], ys, xs].astype(np.float64).mean(axis=1)
+    return volume[points[:, :1], ys, xs].astype(np.float64)
 
 
-def slice_ranks(volume: np.ndarray, z: np.ndarray, values: np.ndarray, max_samples: int = 1 << 16) -> np.ndarray:
-    """Rank (0..1) of each ``values[i]`` among the voxels of slice ``z[i]`` of ``volume`` ``(Z, Y, X)``: the share
-    of that slice that is darker. Per slice, not per stack, so depth attenuation does not count as "dim". Each
-    slice's reference is a regular subsample of at most ``max_samples`` voxels (ranks to ~0.5 %); the loop runs over
-    the clicked slices (at most Z), vectorised over the points inside each."""
+def local_mean_at(volume: np.ndarray, points: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Mean of ``volume`` ``(Z, Y, X)`` over a disk of ``radius`` px around each point, on the point's own slice,
+    ``(N,)``: the intensity an annotator saw under the click."""
+    return _disk_values(volume, points, radius).mean(axis=1)
+
+
+def local_median_at(volume: np.ndarray, points: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Median of ``volume`` ``(Z, Y, X)`` over a disk of ``radius`` px around each point, on its own slice, ``(N,)``:
+    robust to texture under the click (a bright chromocentre or a dark nucleolus moves it little)."""
+    return np.median(_disk_values(volume, points, radius), axis=1)
+
+
+def far_from_clicks(points: np.ndarray, shape_yx: Sequence[int]) -> tuple[np.ndarray, float]:
+    """The pixels of a ``(Y, X)`` plane far from every click, ``(mask, distance)``: farther than ``distance`` =
+    half the median distance between neighbouring clicks in x/y (>= 3 px), about one nucleus radius when clicks
+    sit on touching nuclei. What the clicks are not on: background between nuclei, and unclicked nuclei."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    yx = np.asarray(points, int).reshape(-1, 3)[:, 1:]
+    spacing = float(np.median(cKDTree(yx).query(yx, k=2)[0][:, 1])) if len(yx) > 1 else 0.0
+    distance = max(3.0, 0.5 * spacing)
+    free = np.ones(tuple(shape_yx), bool)
+    free[yx[:, 0], yx[:, 1]] = False
+    return ndimage.distance_transform_edt(free) > distance, distance
+
+
+def slice_ranks(volume: np.ndarray, z: np.ndarray, values: np.ndarray, max_samples: int = 1 << 16,
+                mask: np.ndarray | None = None) -> np.ndarray:
+    """Rank (0..1) of each ``values[i]`` among the voxels of slice ``z[i]`` of ``volume`` ``(Z, Y, X)`` (only those
+    inside ``mask`` ``(Y, X)`` when given): the share of them that is darker. Per slice, not per stack, so depth
+    attenuation does not count as "dim". Each slice's reference is a regular subsample of at most ``max_samples``
+    voxels (ranks to ~0.5 %); the loop runs over the clicked slices (at most Z), vectorised over their points."""
     z, values = np.asarray(z, int), np.asarray(values, np.float64)
     out = np.zeros(len(values))
     for s in np.unique(z):
-        plane = volume[s].ravel()
+        plane = volume[s].ravel() if mask is None else volume[s][mask]
         reference = np.sort(plane[:: max(1, plane.size // max_samples)].astype(np.float64))
         sel = z == s
         out[sel] = np.searchsorted(reference, values[sel], side="left") / reference.size
