@@ -6,7 +6,9 @@ from .detection import SCORE_NAMES, NucleusCounts, counts_from_matches, match_nu
 from .evaluation import evaluate_predictions, evaluate_stack, read_prediction_csv, write_metrics
 from .selection import MetricSet, select_metrics
 from .stack import StackMetric, StackValidator
+from .calibration import CALIBRATED_KEYS, CALIBRATION_SCORE, Calibration, calibrate_postprocessing, check_grid
 
 __all__ = ["ClickMetric", "SCORE_NAMES", "NucleusCounts", "counts_from_matches", "evaluate_predictions",
            "evaluate_stack", "match_nuclei", "read_prediction_csv", "scores", "write_metrics", "StackValidator",
-           "StackMetric", "MetricSet", "select_metrics"]
+           "StackMetric", "MetricSet", "select_metrics", "Calibration", "calibrate_postprocessing", "check_grid",
+           "CALIBRATED_KEYS", "CALIBRATION_SCORE"]
