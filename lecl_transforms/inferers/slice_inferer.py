@@ -197,7 +197,8 @@ class SliceHoVerNetInferer(Inferer):
         if stack.ndim != 4 or stack.shape[0] != 2:
             raise ValueError(f"SliceHoVerNetInferer needs a (2, Z, Y, X) nuclei + marker stack, got {tuple(stack.shape)}")
         device = next(network.parameters()).device
-        lo_hi = self.composite.scale(MaxIntensityProjection()(stack))
+        # the intensity scale from the MIP at the grid the network sees: percentiles as in training
+        lo_hi = self.composite.scale(_rescaled(MaxIntensityProjection()(stack).float()[None], scale)[0])
 
         def run(timing: dict):
             for z0 in range(0, stack.shape[1], self.slice_batch):
