@@ -29,8 +29,8 @@ def _ghost_mask(synthetic, radius: int = 2, clearance: int = 12) -> np.ndarray:
         for cx in range(radius + 2, size - radius - 2, 2 * radius + 4):
             disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
             near = np.hypot(*(clicks - [cy, cx]).T).min() < clearance if len(clicks) else False
-            if not near and not (inst[:, disc] > 0).any() and not mask[max(0, cy - 2 * radius): cy + 2 * radius + 1,
-                                                                        max(0, cx - 2 * radius): cx + 2 * radius + 1].any():
+            crowded = mask[max(0, cy - 2 * radius): cy + 2 * radius + 1, max(0, cx - 2 * radius): cx + 2 * radius + 1]
+            if not near and not (inst[:, disc] > 0).any() and not crowded.any():
                 mask |= disc
     return mask
 

@@ -55,6 +55,7 @@ class CalibrationHandler:
         if final is None:
             return
         self.description.record(network, **final.description_values())
+        # model.pt is written by process 0 into the models folder the processes of one machine share
         if self.best_model is None or not os.path.isfile(self.best_model):
             return
         best = final

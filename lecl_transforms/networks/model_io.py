@@ -33,7 +33,8 @@ from .hovernet_scl import (ARCHITECTURE_KEYS, EXTRA_STATE_KEY, HoVerNetSCL, deco
                            valid_widths)
 
 __all__ = ["ModelDescription", "load_model", "read_model_description", "load_weights", "save_model",
-           "convert_checkpoint", "update_description", "DESCRIPTION_KEY", "MODEL_KEY", "EXTRA_STATE_KEY", "TRAINING_KEYS"]
+           "convert_checkpoint", "update_description", "DESCRIPTION_KEY", "MODEL_KEY", "EXTRA_STATE_KEY",
+           "TRAINING_KEYS"]
 
 #: older files: ignite's multi-entry checkpoint keeps the weights under "model" and the description under "lecl_model"
 MODEL_KEY = "model"
