@@ -208,6 +208,8 @@ def test_ddp_config_runs_two_cpu_processes_and_validates_each_stack_once(tmp_pat
     # no padding by repeats: every validation click is counted exactly once over the two processes
     clicks = sum(len(read_points(data / e["points"])[1]) for e in entries[2:])
     assert f"val_clicks: {clicks}.0000" in log
+    # calibration pools the same clicks over the processes, which agree on what to calibrate (no hang, no crash)
+    assert f"post-processing calibrated on 3 validation stacks ({clicks} clicks" in log
 
 
 @pytest.mark.parametrize("override,message", [

@@ -55,13 +55,14 @@ class CalibrationHandler:
         if final is None:
             return
         self.description.record(network, **final.description_values())
-        # model.pt is written by process 0 into the models folder the processes of one machine share
-        if self.best_model is None or not os.path.isfile(self.best_model):
+        # model.pt is written by process 0 into the models folder the processes of one machine share; process 0
+        # decides for all (under DDP each process's batch-norm statistics differ slightly, so would their answers)
+        if not _agreed(self.best_model is not None and os.path.isfile(self.best_model)):
             return
         best = final
         candidate = copy.deepcopy(network)
         load_weights(candidate, self.best_model)
-        if not _same_weights(candidate, network):
+        if not _agreed(_same_weights(candidate, network)):
             best = calibrate_postprocessing(self.validator, self.grid, candidate)
         del candidate
         if best is not None and idist.get_rank() == 0:
@@ -70,6 +71,13 @@ class CalibrationHandler:
             logger.info(f"{self.best_model}: calibrated {chosen} stored in the model (detection F1 {best.score:.3f} "
                         f"on the validation stacks); model_final.pt: "
                         + ", ".join(f"{k} {v:g}" for k, v in final.values.items()))
+
+
+def _agreed(answer: bool) -> bool:
+    """Process 0's ``answer`` on every process (the answer itself without ``torch.distributed``)."""
+    if idist.get_world_size() == 1:
+        return bool(answer)
+    return bool(idist.broadcast(float(answer), src=0))
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
