@@ -114,6 +114,48 @@ def test_validation_through_the_inference_path_can_be_the_key_metric(tmp_path, s
     assert bad.returncode != 0 and "val_inference_metrics true" in bad.stderr
 
 
+def test_training_calibrates_the_postprocessing_and_records_the_pixel_size(tmp_path, synth_dir):
+    """When training completes, np_threshold is calibrated on the validation stack through the inference path and
+    stored, with its F1 curve, in model.pt and model_final.pt, beside the training images' pixel size; lecl predict
+    then uses the stored threshold. --calibrate false leaves the threshold out (the pixel size is still recorded)."""
+    from lecl_transforms.data import REGIMES
+    from lecl_transforms.networks import read_model_description
+    from lecl_transforms.tools.cli import main
+
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json"), "--mlflow", "false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "post-processing calibrated on 1 validation stacks" in log
+    grid = json.loads((CONFIGS / "quick.json").read_text())["calibration_grid"]["np_threshold"]  # bundle_run's config
+    models = tmp_path / "models" / "stage0"
+    for name in ("model.pt", "model_final.pt"):
+        described = read_model_description(models / name)
+        pixel = REGIMES["clean"].pixel_size
+        assert described.pixel_size_yx == [pixel, pixel], name
+        calibration = described.calibration
+        curve = {row["np_threshold"]: row["np_f1"] for row in calibration["curve"]}
+        assert sorted(curve) == sorted(grid) and calibration["stacks"] == 1
+        assert described.np_threshold == calibration["values"]["np_threshold"]
+        assert curve[described.np_threshold] == calibration["score"] == max(curve.values())
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    HoVerNetSCL(width=0.125).load_state_dict(weights)  # still the zoo's plain state dict, strictly loadable
+
+    stored = read_model_description(models / "model.pt").np_threshold
+    stack = json.loads((synth_dir / "datalist.json").read_text())["validation"][0]["image"]
+    out = tmp_path / "pred"
+    assert main(["predict", "--image", str(synth_dir / stack), "--model", str(models / "model.pt"), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    parameters = json.loads((out / "predict_summary.json").read_text())["parameters"]
+    assert parameters["np_threshold"] == stored and parameters["postprocessing_from"]["np_threshold"] == \
+        "model (calibrated)"
+
+    off = bundle_run(tmp_path / "off", *small(synth_dir / "datalist.json"), "--mlflow", "false", "--calibrate", "false")
+    assert off.returncode == 0, off.stderr[-3000:]
+    described = read_model_description(tmp_path / "off" / "models" / "stage0" / "model.pt")
+    assert described.np_threshold is None and described.calibration is None and described.pixel_size_yx is not None
+    assert "post-processing calibrated" not in off.stdout + off.stderr
+
+
 @pytest.mark.parametrize("word", ["false", "False", "0"])
 def test_command_line_false_means_false(tmp_path, synth_dir, word):
     result = bundle_run(tmp_path, *small(synth_dir / "datalist.json"), "--mlflow", word, "--resume", word)
@@ -206,6 +248,8 @@ def test_ddp_config_runs_two_cpu_processes_and_validates_each_stack_once(tmp_pat
     # no padding by repeats: every validation click is counted exactly once over the two processes
     clicks = sum(len(read_points(data / e["points"])[1]) for e in entries[2:])
     assert f"val_clicks: {clicks}.0000" in log
+    # calibration pools the same clicks over the processes, which agree on what to calibrate (no hang, no crash)
+    assert f"post-processing calibrated on 3 validation stacks ({clicks} clicks" in log
 
 
 @pytest.mark.parametrize("override,message", [

@@ -191,8 +191,10 @@ def test_validation_uses_the_inference_configs_pieces_and_settings():
     parser.read_config(INFERENCE_JSON)
     pipeline = _validator([], ThresholdNetwork()).pipeline
     inferer = pipeline.inferer
-    assert inferer.postprocess.kwargs["nucleus_threshold"] == parser["np_threshold"]
-    assert inferer.postprocess.kwargs["min_instance_size"] == parser["min_instance_size"]
+    # np_threshold / min_instance_size null: the model's calibrated values, here none, so inference.json's fallback
+    assert parser["np_threshold"] is None and parser["min_instance_size"] is None
+    assert inferer.postprocess.kwargs["nucleus_threshold"] == parser["fallback_postprocessing"]["np_threshold"]
+    assert inferer.postprocess.kwargs["min_instance_size"] == parser["fallback_postprocessing"]["min_instance_size"]
     assert inferer.window.overlap == parser["overlap"] and inferer.slice_batch == parser["slice_batch"]
     assert pipeline.link.transform.method == parser["link_method"]
     assert pipeline.link.transform.min_positive_slices == parser["min_positive_slices"]

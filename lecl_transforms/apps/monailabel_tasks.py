@@ -54,6 +54,8 @@ TRAIN_STATS_NAME = "train_stats.json"
 #: inference.json keys a client may set per request; their defaults (and types) are inference.json's own values
 INFER_KEYS = ("np_threshold", "min_positive_slices", "nuclei_channel", "marker_channel", "overlap",
               "allow_suspicious_input", "link_method")
+#: the predictor's parameters each infer result reports as used (``resolved``): what the model supplied unless set
+RESOLVED_KEYS = ("np_threshold", "min_instance_size", "postprocessing_from", "model_pixel_size_um")
 #: the training configs of a MONAI Label fine-tuning run, merged in order: the compact network and short schedule
 #: of quick.json (``compact``, the default) and the fine-tuning recipe of finetune.json (epochs are passes of
 #: ``patches_per_epoch`` patches; validation through the inference path picks the best epoch)
@@ -190,14 +192,17 @@ class LECLInferTask(InferTask):
             run_bundle("inference", "inference.json", configure_logging=False, bundle_dir=self.bundle_root,
                        bundle_root=str(self.bundle_root), image=image, checkpoint=str(model.resolve()),
                        output_dir=str(out), progress=False, **keys)
-            files = json.loads((out / "predict_summary.json").read_text())["per_stack"][0]["files"]
+            summary = json.loads((out / "predict_summary.json").read_text())
+            files = summary["per_stack"][0]["files"]
             rows = _nucleus_rows(out / files["csv"])
             result_file = _label_file(out / files[label], image)
         positives = sum(row["label"] == POSITIVE for row in rows)
         return result_file, {
             "label_volume": label, "label_names": self.labels, "model": str(model), "nuclei": rows,
             "counts": {"nuclei": len(rows), "marker-positive": positives, "marker-negative": len(rows) - positives},
-            "parameters": keys, "latencies": {"total": round(time.time() - start, 3)}}
+            "parameters": keys, "latencies": {"total": round(time.time() - start, 3)},
+            # the values used where the request and the config leave them to the model (its calibrated threshold)
+            "resolved": {k: summary["parameters"].get(k) for k in RESOLVED_KEYS}}
 
 
 def split_labelled(entries: list[dict], validation_fraction: float) -> dict[str, list[dict]]:

@@ -50,6 +50,18 @@ class StackPipeline:
         d.update(self.inferer(d["image"], network))
         return self.link(d)
 
+    def network_outputs(self, data: Mapping, network: torch.nn.Module):
+        """The network's outputs for every slice of a loaded stack, kept for :meth:`predict_from` with other
+        post-processing settings (the inferer's ``network_outputs``)."""
+        return self.inferer.network_outputs(data["image"], network)
+
+    def predict_from(self, data: Mapping, outputs, postprocess: Callable | None = None) -> dict:
+        """:meth:`predict` from kept network ``outputs``, post-processed by ``postprocess`` (default: the
+        pipeline's own), then linked: calibration tries several post-processings on one network run."""
+        d = dict(data)
+        d.update(self.inferer.detect(outputs, postprocess))
+        return self.link(d)
+
     def __call__(self, image, network: torch.nn.Module) -> dict:
         return self.predict(self.load(image), network)
 

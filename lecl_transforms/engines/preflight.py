@@ -76,19 +76,35 @@ def write_synthetic_data(datalist, synthetic_dir: str, n_images: int = 10, seed:
 
 @dataclass
 class TrainingData:
-    """What the checks found: the (Y, X) size of every training stack and the clicks per class."""
+    """What the checks found: the (Y, X) size and the (y, x) pixel size in um of every training stack, and the
+    clicks per class."""
 
     shapes_yx: list[tuple[int, int]] = field(default_factory=list)
     clicks: dict[int, int] = field(default_factory=dict)
+    pixel_sizes_yx: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def pixel_size_yx(self) -> list[float] | None:
+        """The training images' ``(y, x)`` pixel size in um the model records (the median over the training stacks,
+        with a warning when they differ by more than 1%); ``None`` without training stacks."""
+        if not self.pixel_sizes_yx:
+            return None
+        sizes = np.asarray(self.pixel_sizes_yx, np.float64)
+        median = np.median(sizes, axis=0)
+        if np.any(np.abs(sizes / median - 1.0) > 0.01):
+            logger.warning(f"the training stacks have different pixel sizes ({sizes.min():g}-{sizes.max():g} um): the "
+                           f"model records their median, {median[0]:g} x {median[1]:g} um (y x), and inference "
+                           "rescales stacks to it; the network itself trains on each stack as it is")
+        return [float(v) for v in median]
 
 
 def _read_entry(entry: dict, reader: IFStackReader, nuclei_channel: int, marker_channel: int):
     from ..transforms.checks import check_channel_indices
 
-    array, _ = reader.get_data(reader.read(entry["image"]))
+    array, meta = reader.get_data(reader.read(entry["image"]))
     check_channel_indices(array.shape[0], nuclei_channel, marker_channel, entry["image"])
     _, labels = read_points(entry["points"], array.shape[1:])
-    return array.shape[-2:], labels
+    return array.shape[-2:], labels, tuple(float(v) for v in meta["spacing"][1:])
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -110,12 +126,13 @@ def check_training_data(train: Sequence[dict], val: Sequence[dict], nuclei_chann
     for section, entries in (("training", train), ("validation", val)):
         for entry in entries:
             try:
-                shape_yx, labels = _read_entry(entry, reader, int(nuclei_channel), int(marker_channel))
+                shape_yx, labels, pixel_yx = _read_entry(entry, reader, int(nuclei_channel), int(marker_channel))
             except LECLInputError as e:
                 problems.append((section, e))
                 continue
             if section == "training":
                 found.shapes_yx.append(tuple(int(s) for s in shape_yx))
+                found.pixel_sizes_yx.append(pixel_yx)
                 for cls in (NEGATIVE, POSITIVE):
                     found.clicks[cls] = found.clicks.get(cls, 0) + int(np.count_nonzero(labels == cls))
     same_setting = all("(config:" in e.where for _, e in problems) and len({e.problem for _, e in problems}) == 1

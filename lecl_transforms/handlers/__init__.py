@@ -1,5 +1,5 @@
 """Ignite/MONAI handler glue: MLflow tracking that survives crashes and never logs twice, evaluation runs, and
-validation at the end of every training run."""
+validation at the end of every training run, calibration of the post-processing when training completes."""
 
 from .mlflow import (
     artifact_location,
@@ -10,7 +10,9 @@ from .mlflow import (
     mlflow_handlers,
     unique_run_name,
 )
+from .calibration import CalibrationHandler
 from .validation import FinalValidationHandler, attach_handlers
 
 __all__ = ["unique_run_name", "mlflow_handlers", "attach_mlflow", "mark_runs_failed", "log_evaluation",
-           "check_tracking_uri", "artifact_location", "FinalValidationHandler", "attach_handlers"]
+           "check_tracking_uri", "artifact_location", "FinalValidationHandler", "attach_handlers",
+           "CalibrationHandler"]

@@ -14,8 +14,10 @@ from .evaluation import (
 )
 from .selection import MetricSet, select_metrics
 from .stack import StackMetric, StackValidator
+from .calibration import CALIBRATED_KEYS, CALIBRATION_SCORE, Calibration, calibrate_postprocessing, check_grid
 
 __all__ = ["ClickMetric", "SCORE_NAMES", "NucleusCounts", "counts_from_matches", "evaluate_predictions",
            "evaluate_stack", "check_metrics_out", "EVALUATE_MANIFEST", "METRICS_FILES", "match_nuclei",
            "read_prediction_csv", "scores", "write_metrics", "StackValidator", "StackMetric", "MetricSet",
-           "select_metrics"]
+           "select_metrics", "Calibration", "calibrate_postprocessing", "check_grid", "CALIBRATED_KEYS",
+           "CALIBRATION_SCORE"]

@@ -112,8 +112,13 @@ class StackValidator:
     # -- running ------------------------------------------------------------------------------------------------
     def stack_counts(self, index: int) -> NucleusCounts:
         """Counts of stack ``index``: the inference pipeline, then matching to its clicks."""
-        loaded, true_zyx, true_labels, spacing = self.stack(index)
-        table = self.pipeline.predict(loaded, _unwrap(self.network))["nuclei"].table()
+        loaded = self.stack(index)[0]
+        return self.match(index, self.pipeline.predict(loaded, _unwrap(self.network)))
+
+    def match(self, index: int, predicted: Mapping) -> NucleusCounts:
+        """Counts of the pipeline's result ``predicted`` (its ``"nuclei"``) for stack ``index`` against its clicks."""
+        _, true_zyx, true_labels, spacing = self.stack(index)
+        table = predicted["nuclei"].table()
         pred_zyx = np.stack([table["z"], table["y"], table["x"]], axis=1)
         z_range = np.stack([table["z_start"], table["z_stop"]], axis=1)
         pred_idx, true_idx = match_nuclei(pred_zyx, z_range, true_zyx, spacing, self.radius_um, self.z_tolerance)
@@ -136,11 +141,11 @@ class StackValidator:
         finally:
             network.train(was_training)
         self.last_seconds = time.perf_counter() - start
-        total = self._pooled(counts, failure)
+        total = self.pooled(counts, failure)
         self.last_counts = total
         return scores(total)
 
-    def _pooled(self, counts: NucleusCounts, failure: Exception | None) -> NucleusCounts:
+    def pooled(self, counts: NucleusCounts, failure: Exception | None = None) -> NucleusCounts:
         """Counts summed over processes. The gather always happens, so a process that failed does not leave the
         others waiting in the collective; then every process raises."""
         world = idist.get_world_size()

@@ -33,13 +33,14 @@ from .hovernet_scl import (ARCHITECTURE_KEYS, EXTRA_STATE_KEY, HoVerNetSCL, deco
                            valid_widths)
 
 __all__ = ["ModelDescription", "load_model", "read_model_description", "load_weights", "save_model",
-           "convert_checkpoint", "DESCRIPTION_KEY", "MODEL_KEY", "EXTRA_STATE_KEY", "TRAINING_KEYS"]
+           "convert_checkpoint", "update_description", "DESCRIPTION_KEY", "MODEL_KEY", "EXTRA_STATE_KEY",
+           "TRAINING_KEYS"]
 
 #: older files: ignite's multi-entry checkpoint keeps the weights under "model" and the description under "lecl_model"
 MODEL_KEY = "model"
 DESCRIPTION_KEY = "lecl_model"
 #: the description's values that come from the training, not from the network's construction
-TRAINING_KEYS = ("patch_size", "composite", "pixel_size_yx", "np_threshold")
+TRAINING_KEYS = ("patch_size", "composite", "pixel_size_yx", "np_threshold", "min_instance_size", "calibration")
 _DEFAULT_COMPOSITE = {"weights": [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], "percentiles": [0.5, 99.8]}
 _DEFAULT_PATCH_SIZE = 256
 logger = logging.getLogger(__name__)
@@ -50,8 +51,10 @@ class ModelDescription:
     """What inference must know about a trained network: its architecture (``width``, ``proj_dim``,
     ``in_channels``, ``out_classes``, ``decoder_padding``), the training patch size (the sliding window), the
     channel composite (``ChannelComposite`` weights and percentiles) the network was trained on, and, optional
-    (``None``: not recorded), the ``(y, x)`` pixel size in um of the training images (``pixel_size_yx``) and a
-    calibrated nucleus-probability threshold (``np_threshold``).
+    (``None``: not recorded), the ``(y, x)`` pixel size in um of the training images (``pixel_size_yx``), the
+    post-processing values calibrated on the validation stacks at the end of training (``np_threshold``, and
+    ``min_instance_size`` when it was calibrated too) and the calibration itself (``calibration``: the grid's
+    detection F1 curve, see :class:`lecl_transforms.metrics.Calibration`).
 
     It travels inside the network's ``state_dict()`` (:meth:`attach`); ``state_dict``/``load_state_dict`` give it
     as a plain dict (the ``"lecl_model"`` entry of older checkpoints, the prediction summary)."""
@@ -65,6 +68,8 @@ class ModelDescription:
     composite: dict = field(default_factory=lambda: dict(_DEFAULT_COMPOSITE))
     pixel_size_yx: list | None = None
     np_threshold: float | None = None
+    min_instance_size: int | None = None
+    calibration: dict | None = None
     source: str = "checkpoint"  # "checkpoint" (stored with the weights) or "weight shapes" (inferred)
 
     @classmethod
@@ -93,6 +98,20 @@ class ModelDescription:
 
     def training_values(self) -> dict:
         return {k: getattr(self, k) for k in TRAINING_KEYS}
+
+    def record(self, network: HoVerNetSCL | None = None, **values) -> ModelDescription:
+        """Set training values learnt after the description was made (``pixel_size_yx``, calibrated
+        ``np_threshold``, ``min_instance_size``, ``calibration``), checked, and re-attach the description to
+        ``network`` (the network being trained: its next ``state_dict()`` carries them). Returns itself."""
+        unknown = sorted(set(values) - set(TRAINING_KEYS))
+        if unknown:
+            raise ValueError(f"{unknown} are not training values of a model description ({TRAINING_KEYS})")
+        checks = {"pixel_size_yx": _pixel_size, "np_threshold": _threshold, "min_instance_size": _size}
+        for key, value in values.items():
+            setattr(self, key, checks.get(key, lambda v: v)(value))
+        if network is not None:
+            self.attach(network, own=True)
+        return self
 
     def attach(self, network: HoVerNetSCL, own: bool = True) -> HoVerNetSCL:
         """Make ``network``'s ``state_dict()`` carry this description (see ``HoVerNetSCL.describe``); the network
@@ -143,6 +162,15 @@ def _threshold(value):
     if not 0.0 < float(value) < 1.0:
         raise input_error("config: np_threshold", f"got {value!r}", "give a probability between 0 and 1, or null")
     return float(value)
+
+
+def _size(value):
+    value = optional(value)
+    if value is None:
+        return None
+    if float(value) != int(value) or int(value) < 0:
+        raise input_error("config: min_instance_size", f"got {value!r}", "give a whole number of pixels >= 0, or null")
+    return int(value)
 
 
 def _read_checkpoint(path) -> tuple[dict, dict | None]:
@@ -305,6 +333,26 @@ def save_model(network: HoVerNetSCL, path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(network.state_dict(), tmp)
     return path
+
+
+def update_description(path, **values) -> ModelDescription:
+    """Record training ``values`` (see :meth:`ModelDescription.record`) in the description a checkpoint file
+    carries, its weights unchanged: today's plain state dict, or the ``"model"`` entry of a full training checkpoint
+    (``model_final.pt``, ``checkpoint_epoch=N.pt``). The file is replaced atomically. Returns the new description."""
+    path = Path(path)
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    state = content[MODEL_KEY] if isinstance(content.get(MODEL_KEY), Mapping) else content
+    if EXTRA_STATE_KEY not in state:
+        raise input_error(f"checkpoint {path}", "carries no model description to update",
+                          "convert it first: lecl_transforms.networks.convert_checkpoint(path)")
+    description = ModelDescription()
+    description.load_state_dict(decode_description(state[EXTRA_STATE_KEY]))
+    description.record(**values)
+    state[EXTRA_STATE_KEY] = encode_description({**decode_description(state[EXTRA_STATE_KEY]),
+                                                 **{k: getattr(description, k) for k in values}})
+    with atomic_path(path) as tmp:
+        torch.save(content, tmp)
+    return description
 
 
 def convert_checkpoint(source, target=None, patch_size=None) -> ModelDescription:

@@ -14,7 +14,8 @@ __all__ = ["cmd_predict", "add_predict_parser", "run_predict", "typed_options", 
 CONFIG_OPTIONS = {"nuclei_channel": "nuclei_channel", "marker_channel": "marker_channel", "spacing": "spacing",
                   "axes": "axes", "override_spacing": "override_spacing",
                   "allow_suspicious_input": "allow_suspicious_input", "min_positive_slices": "min_positive_slices",
-                  "overlap": "overlap", "np_threshold": "np_threshold", "link_method": "link_method"}
+                  "overlap": "overlap", "np_threshold": "np_threshold", "link_method": "link_method",
+                  "rescale": "rescale", "model_pixel_size": "model_pixel_size_um"}
 
 
 def add_predict_parser(sub) -> None:
@@ -44,7 +45,11 @@ def add_predict_parser(sub) -> None:
                    help="slices a nucleus must be called positive in to be positive (config: 1, the paper's rule)")
     p.add_argument("--overlap", type=float, help="sliding-window overlap, 0 <= overlap < 1 (config: 0.25)")
     p.add_argument("--np-threshold", type=float, help="nucleus probability threshold of the per-slice "
-                   "post-processing (config: 0.7)")
+                   "post-processing (config: null = the model's calibrated value, else 0.7)")
+    p.add_argument("--no-rescale", dest="rescale", action="store_const", const=False,
+                   help="do not rescale slices to the model's pixel size (config: rescale true)")
+    p.add_argument("--model-pixel-size", type=float, metavar="UM",
+                   help="rescale slices to this pixel size in um instead of the one the model records")
     p.add_argument("--link-method", help="3D integration over z: overlap (config) or projection (published code)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the first GPU if any, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier lecl predict output in --out")

@@ -46,6 +46,14 @@ class HoVerNetPostProcess(Transform):
                            split_depth=split_depth, nucleus_threshold=nucleus_threshold,
                            min_instance_size=min_instance_size)
 
+    def with_settings(self, **changes) -> HoVerNetPostProcess:
+        """A copy with some settings changed (e.g. ``nucleus_threshold=0.6``: a calibration candidate)."""
+        unknown = sorted(set(changes) - set(self.kwargs))
+        if unknown:
+            raise input_error(f"{type(self).__name__} settings", f"unknown {unknown}",
+                              f"use some of {sorted(self.kwargs)}")
+        return type(self)(**{**self.kwargs, **changes})
+
     def __call__(self, outputs: Mapping) -> list[SliceDetections]:
         missing = [k for k in (NP, HV) if k not in outputs]
         if missing:

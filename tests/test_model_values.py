@@ -1,0 +1,175 @@
+"""The values inference takes from the model unless the user sets them: a calibrated np_threshold stored in the
+model's description is saved, loaded, used by every caller of the one pipeline (lecl predict, validation, MONAI
+Label), and overridden by a value in inference.json or on the command line; models without one use inference.json's
+fallback. One log line says which value is used and why."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+BUNDLE = REPO / "bundle"
+SHIPPED = BUNDLE / "models" / "model.pt"
+INFERENCE_JSON = BUNDLE / "configs" / "inference.json"
+CALIBRATED = 0.55
+
+pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/model.pt is not in this checkout")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The shipped compact model (no calibrated value) and a copy whose description holds np_threshold 0.55."""
+    from lecl_transforms.networks import update_description
+
+    folder = tmp_path_factory.mktemp("models")
+    plain, calibrated = folder / "plain.pt", folder / "calibrated.pt"
+    shutil.copyfile(SHIPPED, plain)
+    shutil.copyfile(SHIPPED, calibrated)
+    curve = [{"np_threshold": t, "np_f1": f} for t, f in ((0.45, 0.5), (CALIBRATED, 0.8), (0.7, 0.6))]
+    update_description(calibrated, np_threshold=CALIBRATED,
+                       calibration={"values": {"np_threshold": CALIBRATED}, "score": 0.8, "curve": curve,
+                                    "stacks": 2, "clicks": 40, "metric": "np_f1", "before": None})
+    return plain, calibrated
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from lecl_transforms.data import REGIMES, write_dataset
+
+    out = tmp_path_factory.mktemp("model_values") / "data"
+    write_dataset(out, n_images=1, seed=3, cfg=replace(REGIMES["dense"], size_yx=96, z_slices=(6, 6)))
+    return out / "images" / "synth_000.tif"
+
+
+def test_stored_values_are_saved_and_loaded_with_the_weights(models):
+    import torch
+
+    from lecl_transforms.networks import HoVerNetSCL, load_model, read_model_description
+
+    plain, calibrated = models
+    assert read_model_description(plain).np_threshold is None
+    described = read_model_description(calibrated)
+    assert described.np_threshold == CALIBRATED and described.calibration["curve"][1]["np_f1"] == 0.8
+    network, loaded = load_model(calibrated)
+    assert loaded.np_threshold == CALIBRATED and network.description()["np_threshold"] == CALIBRATED
+    same = load_model(plain)[0].state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in network.state_dict().items() if k != "_extra_state")
+    HoVerNetSCL(width=0.125).load_state_dict(torch.load(calibrated, weights_only=True))  # the zoo's strict load
+
+
+def _predict(stack, model, out, *options) -> tuple[dict, list[dict]]:
+    from lecl_transforms.tools.cli import main
+
+    assert main(["predict", "--image", str(stack), "--model", str(model), "--out", str(out), "--device", "cpu",
+                 *options]) == 0
+    summary = json.loads((out / "predict_summary.json").read_text())
+    with open(next(out.glob("*_pred.csv")), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return summary["parameters"], rows
+
+
+def test_lecl_predict_uses_the_calibrated_threshold_unless_the_user_sets_one(models, stack, tmp_path, capfd):
+    def log() -> str:  # the bundle's logging.conf prints the log
+        out, err = capfd.readouterr()
+        return out + err
+
+    plain, calibrated = models
+    used, nuclei = _predict(stack, calibrated, tmp_path / "calibrated")
+    assert used["np_threshold"] == CALIBRATED and used["postprocessing_from"]["np_threshold"] == "model (calibrated)"
+    assert "np_threshold 0.55: the model's calibrated value (detection F1 0.800 on 2 validation stacks)" in log()
+    # the value really drives the post-processing: the same nuclei as the plain model told 0.55 on the command line
+    typed, same = _predict(stack, plain, tmp_path / "typed", "--np-threshold", str(CALIBRATED))
+    assert typed["np_threshold"] == CALIBRATED and typed["postprocessing_from"]["np_threshold"] == "set"
+    assert [(r["z"], r["y"], r["x"]) for r in same] == [(r["z"], r["y"], r["x"]) for r in nuclei]
+    # ... and other nuclei than the fallback 0.7 gives, which a model without a calibrated value uses
+    log()
+    fallback, other = _predict(stack, plain, tmp_path / "fallback")
+    assert fallback["np_threshold"] == 0.7 and fallback["postprocessing_from"]["np_threshold"] == "fallback"
+    assert "np_threshold 0.7: inference.json's fallback (the model records no calibrated value)" in log()
+    assert len(other) != len(nuclei)
+    # a value typed on the command line wins over the model's, and the log says the model's is not used
+    overridden, _ = _predict(stack, calibrated, tmp_path / "overridden", "--np-threshold", "0.8")
+    assert overridden["np_threshold"] == 0.8 and overridden["postprocessing_from"]["np_threshold"] == "set"
+    assert "np_threshold 0.8: as set (inference.json or command line); the model's calibrated 0.55 is not used" \
+        in log()
+
+
+def _inferer(model, **keys):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(INFERENCE_JSON))
+    parser.update({"checkpoint": str(model), "device": "cpu", **keys})
+    return parser.get_parsed_content("inferer")
+
+
+def test_a_value_in_inference_json_wins_and_argmax_can_be_asked_for(models):
+    _, calibrated = models
+    assert _inferer(calibrated).postprocess.kwargs["nucleus_threshold"] == CALIBRATED
+    assert _inferer(calibrated, np_threshold=0.75).postprocess.kwargs["nucleus_threshold"] == 0.75
+    assert _inferer(calibrated, np_threshold="argmax").postprocess.kwargs["nucleus_threshold"] is None
+    assert _inferer(calibrated, np_threshold="null").postprocess.kwargs["nucleus_threshold"] == CALIBRATED
+
+
+def test_bad_threshold_values_are_refused_with_a_fix(models):
+    from lecl_transforms.errors import LECLInputError, find_input_error
+
+    _, calibrated = models
+    for bad in (1.5, "high", -3):
+        with pytest.raises(Exception) as error:
+            _inferer(calibrated, np_threshold=bad)
+        found = find_input_error(error.value)
+        assert isinstance(found, LECLInputError) and "np_threshold" in found.where and "argmax" in found.fix
+
+
+def test_validation_uses_the_description_it_is_given(models):
+    """The training's validation builds the pipeline from its own description (an uncalibrated model being
+    trained: the fallback); a description holding a calibrated value gives that value."""
+    from lecl_transforms.engines import StackPipeline
+    from lecl_transforms.networks import ModelDescription, read_model_description
+
+    _, calibrated = models
+    fresh = StackPipeline.from_config(INFERENCE_JSON, ModelDescription(patch_size=64), {"progress": False})
+    assert fresh.inferer.postprocess.kwargs["nucleus_threshold"] == 0.7
+    described = StackPipeline.from_config(INFERENCE_JSON, read_model_description(calibrated), {"progress": False})
+    assert described.inferer.postprocess.kwargs["nucleus_threshold"] == CALIBRATED
+
+
+def test_monai_label_uses_the_calibrated_threshold_unless_the_request_sets_one(models, stack, tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: pip install -e \".[test,label]\"")
+    from lecl_transforms.apps.monailabel_tasks import LECLInferTask
+
+    _, calibrated = models
+    model_dir = tmp_path / "model_dir"
+    model_dir.mkdir()
+    shutil.copyfile(calibrated, model_dir / "model.pt")
+    task = LECLInferTask(BUNDLE, model_dir)
+    _, result = task({"image": str(stack)})
+    assert result["resolved"]["np_threshold"] == CALIBRATED
+    assert result["resolved"]["postprocessing_from"]["np_threshold"] == "model (calibrated)"
+    _, asked = task({"image": str(stack), "np_threshold": "0.8"})  # clients send text
+    assert asked["resolved"]["np_threshold"] == 0.8 and asked["resolved"]["postprocessing_from"]["np_threshold"] == \
+        "set"
+
+
+def test_resolution_rule_by_hand():
+    from lecl_transforms.engines import resolve_postprocessing
+    from lecl_transforms.networks import ModelDescription
+
+    fallbacks = {"np_threshold": 0.7, "min_instance_size": 10}
+    stored = ModelDescription(np_threshold=0.6, min_instance_size=30)
+    assert resolve_postprocessing(stored, {"np_threshold": None, "min_instance_size": None}, fallbacks) == {
+        "np_threshold": 0.6, "min_instance_size": 30,
+        "from": {"np_threshold": "model (calibrated)", "min_instance_size": "model (calibrated)"}}
+    assert resolve_postprocessing(stored, {"np_threshold": "0.8", "min_instance_size": "null"}, fallbacks) == {
+        "np_threshold": 0.8, "min_instance_size": 30,
+        "from": {"np_threshold": "set", "min_instance_size": "model (calibrated)"}}
+    assert resolve_postprocessing(ModelDescription(), {"np_threshold": None}, fallbacks) == {
+        "np_threshold": 0.7, "from": {"np_threshold": "fallback"}}
