@@ -1,5 +1,7 @@
 """HoVerNetSCL: shapes, MONAI state-dict compatibility, compact widths, TorchScript export."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from monai.networks.nets import HoVerNet
@@ -92,3 +94,34 @@ def test_branch_keys_come_from_monai_enum():
         source = inspect.getsource(module)
         for branch in HoVerNetBranch:
             assert f'"{branch.value}"' not in source, (module.__name__, branch)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"
+# outputs of the shipped weights on the input below, computed when the decoder blocks were MONAI's private
+# ``_DecoderBlock``/``_Transition`` (before the blocks were re-stated here; bit-identical after): per channel mean,
+# std, then the values at pixels (3, 5), (16, 16), (28, 9) channel by channel
+SHIPPED_OUTPUTS = {
+    "horizontal_vertical": ([-0.082473, 0.035622], [0.171458, 0.158456],
+                            [-0.10058, -0.10058, -0.10058, 0.05105, 0.05105, 0.05105]),
+    "nucleus_prediction": ([-1.24907, 0.591658], [1.441499, 0.573767],
+                           [1.30219, -1.15751, -0.34031, 0.51438, 0.11509, 0.01631]),
+    "type_prediction": ([-0.716119, 2.877593, 1.70361], [3.195595, 2.49817, 3.085332],
+                        [-2.79288, -4.18809, 5.46157, 4.7533, 2.12337, 0.75762, -1.52411, 6.53781, 2.97843]),
+}
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/model.pt is not in this checkout")
+def test_shipped_weights_load_strictly_and_give_the_recorded_outputs():
+    net = HoVerNetSCL(width=0.125, proj_dim=32)
+    net.load_state_dict(torch.load(SHIPPED, map_location="cpu", weights_only=True), strict=True)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    x = torch.stack([torch.sin(yy / 3) * torch.cos(xx / 5), torch.cos((yy + xx) / 4), torch.sin(xx * yy / 50)])[None]
+    with torch.no_grad():
+        out = net.eval()(x)
+    assert set(out) == set(SHIPPED_OUTPUTS)
+    for key, (means, stds, values) in SHIPPED_OUTPUTS.items():
+        got = out[key][0]
+        pixels = [got[c, i, j] for c in range(got.shape[0]) for (i, j) in ((3, 5), (16, 16), (28, 9))]
+        torch.testing.assert_close(got.mean(dim=(1, 2)), torch.tensor(means), rtol=0, atol=2e-5)
+        torch.testing.assert_close(got.std(dim=(1, 2)), torch.tensor(stds), rtol=0, atol=2e-5)
+        torch.testing.assert_close(torch.stack(pixels), torch.tensor(values), rtol=0, atol=2e-5)

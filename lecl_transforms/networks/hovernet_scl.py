@@ -1,9 +1,9 @@
 """HoVer-Net ("fast" mode) with LECL's projection head on the type branch, at full or compact width.
 
 Module names mirror ``monai.networks.nets.HoVerNet`` exactly, so at ``width=1`` the state dicts are interchangeable
-(the projection head's keys and ``_extra_state`` aside). The decoder blocks are MONAI's own; the encoder blocks are
-re-stated here because MONAI decides where to downsample by testing ``in_channels == 64``, which breaks once widths
-are scaled.
+(the projection head's keys and ``_extra_state`` aside). The blocks are re-stated here with MONAI's math and layer
+names, built from MONAI's public layer factories: MONAI's own block classes are private (``_DecoderBlock``...), and its
+encoder decides where to downsample by testing ``in_channels == 64``, which breaks once widths are scaled.
 
 The network describes itself in its ``state_dict()``: one key, ``_extra_state`` (PyTorch's ``get_extra_state``),
 holds its architecture (width, embedding size, channels, decoder padding) and the values of the training its
@@ -26,7 +26,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import UpSample
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
-from monai.networks.nets.hovernet import _DecoderBlock, _Transition
 from monai.utils.enums import HoVerNetBranch, InterpolateMode, UpsampleMode
 
 __all__ = ["HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES", "EXTRA_STATE_KEY", "ARCHITECTURE_KEYS",
@@ -81,6 +80,11 @@ def valid_widths() -> tuple[float, ...]:
     return (1.0, 0.5, 0.25, 0.125)
 
 
+def _batch_norm_relu(channels: int) -> nn.Sequential:
+    """Batch norm then ReLU, named ``bn``/``relu`` (MONAI HoVerNet's ``_Transition``)."""
+    return nn.Sequential(OrderedDict([("bn", get_norm_layer("batch", 2, channels)), ("relu", get_act_layer(_ACT))]))
+
+
 class _EncoderLayer(nn.Module):
     """Pre-activation bottleneck layer (MONAI ``_DenseLayer``), downsampling stated explicitly."""
 
@@ -121,7 +125,7 @@ class _ResidualBlock(nn.Module):
         for i in range(1, layers):
             self.layers.add_module(f"denselayer_{i}",
                                    _EncoderLayer(num_features, out_channels, out_channels, False, False))
-        self.bna_block = _Transition(out_channels, act=_ACT, norm="batch")
+        self.bna_block = _batch_norm_relu(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sc = self.shortcut(x)
@@ -136,6 +140,46 @@ class _ResidualBlock(nn.Module):
         return self.bna_block(x)
 
 
+class _DecoderDenseLayer(nn.Module):
+    """Dense layer of a decoder block (MONAI ``_DenseLayerDecoder``): pre-activation 1x1 conv, then a grouped conv
+    whose output is concatenated to the (centre-cropped, without padding) input."""
+
+    def __init__(self, num_features: int, in_channels: int, out_channels: int, kernel_size: int, padding: int):
+        super().__init__()
+        self.layers = nn.Sequential(OrderedDict([
+            ("preact_bna/bn", get_norm_layer("batch", 2, in_channels)),
+            ("preact_bna/relu", get_act_layer(_ACT)),
+            ("conv1", nn.Conv2d(in_channels, num_features, 1, bias=False)),
+            ("conv1/norm", get_norm_layer("batch", 2, num_features)),
+            ("conv1/relu2", get_act_layer(_ACT)),
+            ("conv2", nn.Conv2d(num_features, out_channels, kernel_size, padding=padding, groups=4, bias=False)),
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        new = self.layers(x)
+        if new.shape[-1] != x.shape[-1]:
+            trim = (x.shape[-1] - new.shape[-1]) // 2
+            x = x[:, :, trim:-trim, trim:-trim]
+        return torch.cat([x, new], 1)
+
+
+def _decoder_block(layers: int, num_features: int, in_channels: int, out_channels: int, kernel_size: int,
+                   same_padding: bool) -> nn.Sequential:
+    """Decoder block (MONAI ``_DecoderBlock``): conv to a quarter of the channels, ``layers`` dense layers, batch norm
+    + ReLU, 1x1 conv."""
+    padding = kernel_size // 2 if same_padding else 0
+    block = nn.Sequential()
+    block.add_module("conva", nn.Conv2d(in_channels, in_channels // 4, kernel_size, padding=padding, bias=False))
+    channels = in_channels // 4
+    for i in range(layers):
+        block.add_module(f"denselayerdecoder{i + 1}",
+                         _DecoderDenseLayer(num_features, channels, out_channels, kernel_size, padding))
+        channels += out_channels
+    block.add_module("bna_block", _batch_norm_relu(channels))
+    block.add_module("convf", nn.Conv2d(channels, channels, 1, bias=False))
+    return block
+
+
 class _DecoderBranch(nn.Module):
     """One decoder branch (MONAI ``_DecoderBranch``) that also returns its 64-channel feature before the head."""
 
@@ -147,8 +191,8 @@ class _DecoderBranch(nn.Module):
         for i, layers in enumerate((8, 4)):
             self.decoder_blocks.add_module(
                 f"decoderblock{i + 1}",
-                _DecoderBlock(layers=layers, num_features=w(128), in_channels=in_channels, out_channels=w(32),
-                              act=_ACT, norm="batch", kernel_size=kernel_size, same_padding=same_padding),
+                _decoder_block(layers=layers, num_features=w(128), in_channels=in_channels, out_channels=w(32),
+                               kernel_size=kernel_size, same_padding=same_padding),
             )
             in_channels = w(512)
         pad = (kernel_size - 1) // 2
