@@ -11,8 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..metrics.calibration import calibrate_postprocessing, check_grid
-from ..metrics.stack import StackValidator, _unwrap
-from ..networks import EXTRA_STATE_KEY, ModelDescription, load_weights, update_description
+from ..metrics.stack import StackValidator
+from ..networks import EXTRA_STATE_KEY, ModelDescription, load_weights, unwrap_parallel, update_description
 
 __all__ = ["CalibrationHandler"]
 
@@ -50,7 +50,7 @@ class CalibrationHandler:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        network = _unwrap(self.validator.network)
+        network = unwrap_parallel(self.validator.network)
         final = calibrate_postprocessing(self.validator, self.grid, network)
         if final is None:
             return

@@ -27,8 +27,9 @@ import ignite.distributed as idist
 import torch
 
 from ..errors import input_error
+from ..networks.placement import unwrap_parallel
 from .detection import NucleusCounts, scores
-from .stack import StackValidator, _unwrap
+from .stack import StackValidator
 
 __all__ = ["Calibration", "calibrate_postprocessing", "check_grid", "CALIBRATED_KEYS", "CALIBRATION_SCORE"]
 
@@ -128,7 +129,7 @@ def calibrate_postprocessing(validator: StackValidator, grid: Mapping, network: 
     base = pipeline.inferer.postprocess
     current = _current(base)
     posts = [base.with_settings(**{CALIBRATED_KEYS[k]: v for k, v in c.items()}) for c in candidates]
-    network = _unwrap(network if network is not None else validator.network)
+    network = unwrap_parallel(network if network is not None else validator.network)
     was_training = network.training
     network.eval()
     counts, failure = [NucleusCounts() for _ in candidates], None

@@ -34,21 +34,13 @@ import torch
 from ignite.metrics import Metric
 
 from ..errors import input_error
+from ..networks.placement import unwrap_parallel
 from ..utils.spacing import resolve_spacing
 from .detection import SCORE_NAMES, NucleusCounts, check_settings, counts_from_matches, match_nuclei, scores
 
 __all__ = ["StackValidator", "StackMetric"]
 
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a (Distributed)DataParallel wrapper: each process runs a different number of slices, which a
-    DDP forward (buffer broadcasts) must not see."""
-    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-    while isinstance(network, wrappers):
-        network = network.module
-    return network
 
 
 class StackValidator:
@@ -113,7 +105,7 @@ class StackValidator:
     def stack_counts(self, index: int) -> NucleusCounts:
         """Counts of stack ``index``: the inference pipeline, then matching to its clicks."""
         loaded = self.stack(index)[0]
-        return self.match(index, self.pipeline.predict(loaded, _unwrap(self.network)))
+        return self.match(index, self.pipeline.predict(loaded, unwrap_parallel(self.network)))
 
     def match(self, index: int, predicted: Mapping) -> NucleusCounts:
         """Counts of the pipeline's result ``predicted`` (its ``"nuclei"``) for stack ``index`` against its clicks."""
@@ -128,7 +120,7 @@ class StackValidator:
         """Scores (:func:`~.detection.scores`, keys :data:`~.detection.SCORE_NAMES`) of the counts pooled over every
         validation stack. Puts the network in eval mode for the run and restores its mode afterwards. Under DDP
         every process must call it (it gathers the counts); a failure on any process is raised on all of them."""
-        network = _unwrap(self.network)
+        network = unwrap_parallel(self.network)
         was_training = network.training
         network.eval()
         start = time.perf_counter()

@@ -31,6 +31,7 @@ from ..utils.files import atomic_path
 from ..utils.values import optional
 from .hovernet_scl import (ARCHITECTURE_KEYS, EXTRA_STATE_KEY, HoVerNetSCL, decode_description, encode_description,
                            valid_widths)
+from .placement import unwrap_parallel
 
 __all__ = ["ModelDescription", "load_model", "read_model_description", "load_weights", "save_model",
            "convert_checkpoint", "update_description", "DESCRIPTION_KEY", "MODEL_KEY", "EXTRA_STATE_KEY",
@@ -79,7 +80,7 @@ class ModelDescription:
         ``pixel_size_yx``: the training images' ``(y, x)`` pixel size in um, ``np_threshold``: a calibrated
         nucleus threshold, both optional) and attach the description to it, so that its ``state_dict()`` (what a
         ``CheckpointSaver`` writes) carries it from then on, whatever weights are loaded into it later."""
-        network = getattr(network, "module", network)  # DistributedDataParallel
+        network = unwrap_parallel(network)
         comp = dict(_DEFAULT_COMPOSITE) if composite is None else {
             "weights": [[float(v) for v in row] for row in composite.weights],
             "percentiles": [float(p) for p in composite.percentiles]}
