@@ -74,3 +74,13 @@ def test_bench_inference_prints_zoo_comparison():
     assert found, out
     ratio = float(found[1]) if found[2] == "faster" else 1 / float(found[1])
     assert abs(ratio - zoo / lecl) <= 0.02 * zoo / lecl + 0.01
+
+
+def test_bench_cli_help_times_every_help_and_names_heavy_imports():
+    out = run_script("bench_cli_help.py", "--repeats", "1")
+    rows = re.findall(r"^lecl (\w* ?)--help\s+([\d.]+) s\s+([\d.]+)x goal  heavy imports: (.+)$", out, re.MULTILINE)
+    assert [r[0].strip() for r in rows] == ["", "synth", "prepare", "predict", "evaluate", "demo"]
+    for _, seconds, ratio, heavy in rows:
+        assert abs(float(ratio) - float(seconds)) <= 0.011  # the goal is 1 s
+        assert heavy == "none"  # MONAI, torch (and numpy) are imported only when a command runs
+    assert abs(number(r"^slowest ([\d.]+) s", out) - max(float(r[1]) for r in rows)) <= 0.005

@@ -8,8 +8,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import input_error
 
 __all__ = ["cmd_demo", "summarise_dataset", "summarise_training", "summarise_demo", "MANIFEST_NAME"]
@@ -99,6 +97,7 @@ def summarise_demo(out: Path, report: dict) -> None:
 
 def summarise_dataset(datalist: Path) -> None:
     """Print what was generated and write ``preview.png`` (first image: MIP composite with true classes)."""
+    import numpy as np
     import tifffile
 
     from ..data.synthetic_dataset import MANIFEST_NAME as SYNTH_MANIFEST
