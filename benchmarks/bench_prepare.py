@@ -78,7 +78,8 @@ def _time_full_prepare(stack) -> float:
         (tmp / "data").mkdir()
         dz, dy, dx = stack.spacing
         tifffile.imwrite(tmp / "data" / "stack.tif", np.ascontiguousarray(stack.image.transpose(1, 0, 2, 3)),
-                         imagej=True, resolution=(1 / dx, 1 / dy), metadata={"axes": "ZCYX", "spacing": dz, "unit": "um"})
+                         imagej=True, resolution=(1 / dx, 1 / dy),
+                         metadata={"axes": "ZCYX", "spacing": dz, "unit": "um"})
         np.savetxt(tmp / "data" / "points.csv", stack.points(), fmt="%d", delimiter=",", header="z,y,x,label",
                    comments="")
         t0 = time.perf_counter()
@@ -118,7 +119,8 @@ def main(argv=None) -> dict:
     agree = np.mean((ours["sets"] == naive["sets"]).all(axis=1))
     emip_equal = np.mean(ours["emip"] == naive["emip"])
     result = {"naive_s": t_naive, "lecl_paper_s": t_ours, "lecl_robust_s": t_robust,
-              "full_prepare_s": t_full, "speedup": t_naive / t_ours, "slice_set_agreement": agree, "emip_pixels_equal": emip_equal,
+              "full_prepare_s": t_full, "speedup": t_naive / t_ours, "slice_set_agreement": agree,
+              "emip_pixels_equal": emip_equal,
               "robust_mean_slices": robust["sets"].sum(1).mean(), "paper_mean_slices": ours["sets"].sum(1).mean()}
     print(f"naive (sklearn KMeans on all voxels + per-cell loop): {t_naive:8.2f} s")
     print(f"lecl_transforms, paper rules:                         {t_ours:8.2f} s")

@@ -50,8 +50,9 @@ def find_input_error(exc: BaseException | None) -> LECLInputError | None:
 
 def report_input_errors_briefly() -> None:
     """Make an uncaught error whose cause is a :class:`LECLInputError` print as its short where/problem/fix message,
-    and a :class:`LECLRunError` as its summary (no traceback; the exit status stays 1); ``LECL_DEBUG=1`` keeps the traceback. Installed by the bundle configs, so
-    ``python -m monai.bundle run ...`` reports input errors as the ``lecl`` command does. Idempotent."""
+    and a :class:`LECLRunError` as its summary (no traceback; the exit status stays 1); ``LECL_DEBUG=1`` keeps the
+    traceback. Installed by the bundle configs, so ``python -m monai.bundle run ...`` reports input errors as the
+    ``lecl`` command does. Idempotent."""
     previous = sys.excepthook
     if getattr(previous, "_lecl_brief", False):
         return

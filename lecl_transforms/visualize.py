@@ -9,7 +9,8 @@ from scipy import ndimage
 
 from .transforms.functional import label_edges, normalize_percentiles
 
-__all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "side_by_side", "save_png", "CLASS_COLOURS"]
+__all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "side_by_side", "save_png",
+           "CLASS_COLOURS"]
 
 #: point colours by class: 1 negative (yellow), 2 positive (magenta)
 CLASS_COLOURS = {1: (255, 220, 0), 2: (255, 0, 255)}

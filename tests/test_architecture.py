@@ -88,7 +88,8 @@ def test_lecl_help_imports_neither_monai_nor_torch():
             "for cmd in ([], ['synth'], ['prepare'], ['predict'], ['evaluate'], ['demo']):\n"
             "    try: p.parse_args(cmd + ['--help'])\n"
             "    except SystemExit: pass\n"
-            "heavy = sorted(m for m in ('torch', 'monai', 'sklearn', 'skimage', 'mlflow', 'ignite') if m in sys.modules)\n"
+            "heavy = sorted(m for m in ('torch', 'monai', 'sklearn', 'skimage', 'mlflow', 'ignite')\n"
+            "               if m in sys.modules)\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "HEAVY []"

@@ -289,7 +289,8 @@ def test_lecl_demo_runs_end_to_end(tmp_path):
     assert (demo / "data" / "preview.png").is_file() and list((demo / "prepared").glob("*_qc.png"))
     assert (demo / "models" / "stage0" / "model.pt").is_file() and (demo / "eval" / "mlruns.db").is_file()
     assert "validation click F1" in result.stdout and "mlflow ui" in result.stdout
-    test_stems = [os.path.basename(e["image"])[:-4] for e in json.loads((demo / "data" / "datalist.json").read_text())["test"]]
+    datalist = json.loads((demo / "data" / "datalist.json").read_text())
+    test_stems = [os.path.basename(e["image"])[:-4] for e in datalist["test"]]
     for stem in test_stems:
         assert (demo / "predictions" / f"{stem}_pred.csv").is_file()
     pooled = json.loads((demo / "predictions" / "metrics.json").read_text())["pooled"]

@@ -7,7 +7,6 @@ stacks their slice sets swallow the whole column and EMIP falls back to a plain 
 """
 
 import csv
-from dataclasses import replace
 
 import numpy as np
 import pytest

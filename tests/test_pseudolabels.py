@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from lecl_transforms.transforms import RULES, PseudoLabelRules
+from lecl_transforms.transforms import RULES
 from lecl_transforms.transforms import functional as P
 from lecl_transforms.transforms import ChannelComposite, ExtendedMIP, HoVerNetTargets, SliceSets, resolve_rules
 

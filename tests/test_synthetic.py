@@ -6,7 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lecl_transforms import REGIMES, LECLInputError, generate_stack, load_datalist, read_points, read_stack, write_dataset
+from lecl_transforms import (REGIMES, LECLInputError, generate_stack, load_datalist, read_points, read_stack,
+                             write_dataset)
 from lecl_transforms.tools.cli import main
 
 

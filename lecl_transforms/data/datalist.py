@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-# -- datalist -----------------------------------------------------------------------------------------------------------
+# -- datalist ----------------------------------------------------------------------------------------------------------
 def read_datalist_json(path) -> object:
     """Decoded content of a datalist JSON (UTF-8 with or without BOM, or cp1252); every problem as a message naming
     the file."""

@@ -34,7 +34,8 @@ NEGATIVE, POSITIVE = 1, 2
 
 
 #: words accepted in the ``label`` column of a points CSV, besides the numbers 1 and 2
-POINT_LABELS = {"1": NEGATIVE, "negative": NEGATIVE, "neg": NEGATIVE, "2": POSITIVE, "positive": POSITIVE, "pos": POSITIVE}
+POINT_LABELS = {"1": NEGATIVE, "negative": NEGATIVE, "neg": NEGATIVE,
+                "2": POSITIVE, "positive": POSITIVE, "pos": POSITIVE}
 
 
 # -- points -----------------------------------------------------------------------------------------------------------

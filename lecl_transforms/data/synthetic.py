@@ -106,7 +106,7 @@ class SyntheticStack:
         return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
 
 
-# -- geometry ------------------------------------------------------------------------------------------------------------
+# -- geometry ----------------------------------------------------------------------------------------------------------
 def _place_nuclei(cfg: SynthConfig, rng: np.random.Generator, n_z: int):
     """Rejection-sample nucleus centres and radii: neighbours may touch but not sit inside each other."""
     field_um = cfg.size_yx * cfg.pixel_size
@@ -194,7 +194,7 @@ def _bbox2d(mask2d: np.ndarray, pad: int, shape) -> tuple[slice, slice]:
             slice(max(0, xs.min() - pad), min(shape[1], xs.max() + pad + 1)))
 
 
-# -- the generator ------------------------------------------------------------------------------------------------------
+# -- the generator -----------------------------------------------------------------------------------------------------
 def generate_stack(cfg: SynthConfig = SynthConfig(), seed: int = 0, index: int = 0) -> SyntheticStack:
     """Generate one stack and its ground truth, deterministically for ``(seed, index)``."""
     rng = np.random.default_rng([seed, index])

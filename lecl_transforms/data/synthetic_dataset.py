@@ -88,7 +88,7 @@ def _no_clicks(stem: str, stack, cfg: SynthConfig):
                        "raise --density or --size, or lower --pixel-size")
 
 
-# -- writing a dataset ---------------------------------------------------------------------------------------------------
+# -- writing a dataset -------------------------------------------------------------------------------------------------
 def _split(n: int) -> list[str]:
     n_test = max(1, round(0.15 * n)) if n >= 3 else 0
     n_val = max(1, round(0.15 * n)) if n >= 2 else 0

@@ -107,7 +107,8 @@ def check_training_config(network, patch_size, batch_size: int | None = None,
     except ValueError as e:
         raise input_error("config: patch_size", str(e), "set patch_size to a multiple of 8, e.g. 128 or 256") from None
     if batch_size is not None and int(batch_size) < 1:
-        raise input_error("config: batch_size", f"got {batch_size}", "use a batch size of at least 1 (patches per step)")
+        raise input_error("config: batch_size", f"got {batch_size}",
+                          "use a batch size of at least 1 (patches per step)")
     if samples_per_image is not None:
         k = int(samples_per_image)
         if k < 1 or int(batch_size or k) % k:

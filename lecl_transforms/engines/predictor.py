@@ -21,7 +21,7 @@ from pathlib import Path
 import ignite.distributed as idist
 import torch
 
-from ..errors import LECLInputError, LECLRunError, find_input_error, input_error
+from ..errors import LECLRunError, find_input_error, input_error
 from ..data.prediction_writer import PRED_FILE_SUFFIXES
 from ..utils.files import check_out_dir, make_dirs, remove_stale, write_manifest
 from ..utils.names import IMAGE_SUFFIXES, is_stack_file, stem_of, unique_stems

@@ -51,7 +51,7 @@ class PrepareValBatch:
         return image, label
 
 
-# -- torch.compile with a clean fallback -----------------------------------------------------------------------------------
+# -- torch.compile with a clean fallback -------------------------------------------------------------------------------
 class CompiledOrEager(torch.nn.Module):
     """``network`` run through ``torch.compile`` when ``compile`` is on; if compiling fails (no compiler, an
     unsupported op, an old GPU) the first call says why in the log and every call runs the eager network instead.
@@ -86,7 +86,7 @@ def _fallback_message(error: Exception) -> None:
                                         f"{str(error).splitlines()[0] if str(error) else ''}); training runs eager")
 
 
-# -- the trainer ---------------------------------------------------------------------------------------------------------
+# -- the trainer -------------------------------------------------------------------------------------------------------
 class LECLTrainer(SupervisedTrainer):
     """``SupervisedTrainer`` that tells the loss the epoch (contrast warm-up), keeps every loss term in
     ``engine.state.output["loss_terms"]`` for logging, and calls each of ``on_failure`` (e.g. marking the MLflow runs

@@ -195,7 +195,8 @@ class SliceHoVerNetInferer(Inferer):
         stack = convert_to_tensor(inputs, track_meta=False)
         stack = stack[0] if stack.ndim == 5 else stack
         if stack.ndim != 4 or stack.shape[0] != 2:
-            raise ValueError(f"SliceHoVerNetInferer needs a (2, Z, Y, X) nuclei + marker stack, got {tuple(stack.shape)}")
+            raise ValueError("SliceHoVerNetInferer needs a (2, Z, Y, X) nuclei + marker stack, "
+                             f"got {tuple(stack.shape)}")
         device = next(network.parameters()).device
         # the intensity scale from the MIP at the grid the network sees: percentiles as in training
         lo_hi = self.composite.scale(_rescaled(MaxIntensityProjection()(stack).float()[None], scale)[0])

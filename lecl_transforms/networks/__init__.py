@@ -6,7 +6,7 @@ from .model_io import (DESCRIPTION_KEY, MODEL_KEY, TRAINING_KEYS, ModelDescripti
                        load_weights, read_model_description, save_model, update_description)
 from .placement import on_device, unwrap_parallel
 
-__all__ = ["on_device", "unwrap_parallel", "HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES", "EXTRA_STATE_KEY",
-           "ARCHITECTURE_KEYS", "valid_widths", "default_proj_dim", "encode_description", "decode_description",
-           "ModelDescription", "load_model", "load_weights", "read_model_description", "save_model",
-           "convert_checkpoint", "update_description", "DESCRIPTION_KEY", "MODEL_KEY", "TRAINING_KEYS"]
+__all__ = ["on_device", "unwrap_parallel", "HoVerNetSCL", "ProjectionHead", "EMBEDDING_KEY", "ENCODER_PREFIXES",
+           "EXTRA_STATE_KEY", "ARCHITECTURE_KEYS", "valid_widths", "default_proj_dim", "encode_description",
+           "decode_description", "ModelDescription", "load_model", "load_weights", "read_model_description",
+           "save_model", "convert_checkpoint", "update_description", "DESCRIPTION_KEY", "MODEL_KEY", "TRAINING_KEYS"]

@@ -17,7 +17,8 @@ def configs_dir() -> Path:
     configs = Path(default_bundle_root()) / "configs"
     if not (configs / "metadata.json").is_file():
         raise input_error(configs, "no bundle configs here (the lecl commands run the bundle's configs)",
-                          f"run lecl from the bundle folder or the repository root, or set {BUNDLE_ENV}=/path/to/bundle")
+                          "run lecl from the bundle folder or the repository root, "
+                          f"or set {BUNDLE_ENV}=/path/to/bundle")
     return configs
 
 

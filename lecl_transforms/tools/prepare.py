@@ -233,7 +233,8 @@ def entries_from_args(datalist: str | None, image: str | None, points: str | Non
             raise input_error(datalist, "no entry has points", 'add "points" to the entries to prepare')
         return found
     if not (image and points):
-        raise input_error("lecl prepare", "nothing to prepare", "give --datalist DATALIST, or --image STACK --points CSV")
+        raise input_error("lecl prepare", "nothing to prepare",
+                          "give --datalist DATALIST, or --image STACK --points CSV")
     for flag, path in (("--image", image), ("--points", points)):
         if not Path(path).is_file():
             raise input_error(f"{flag} {path}", "file not found", "check the path")

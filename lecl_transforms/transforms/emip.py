@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-# -- Alg. 1 step 1 ------------------------------------------------------------------------------------------------------
+# -- Alg. 1 step 1 -----------------------------------------------------------------------------------------------------
 class PointDistanceMap(Transform):
     """Alg. 1 step 1: distance of every voxel to the nearest click, honouring voxel spacing.
 
@@ -86,7 +86,7 @@ class PointDistanceMapd(MapTransform):
         return d
 
 
-# -- Alg. 1 steps 2-5 ----------------------------------------------------------------------------------------------------
+# -- Alg. 1 steps 2-5 --------------------------------------------------------------------------------------------------
 class NucleiMask3D(Transform):
     """Alg. 1 steps 2-5: 3D nuclei mask from k-means (k=3) on ``[nuclei_8bit / 10, min(distance, 20)]``.
 
@@ -107,8 +107,9 @@ class NucleiMask3D(Transform):
         points = as_points(points)
         distance = None if distance is None else as_numpy(distance, np.float32)[0]
         nuclei = as_numpy(img[0], np.float32)
-        mask, agreement = F.nuclei_mask_3d(nuclei, points, resolve_spacing(img, default=self.spacing), self.rules, self.seed,
-                                           distance, return_agreement=True)
+        spacing = resolve_spacing(img, default=self.spacing)
+        mask, agreement = F.nuclei_mask_3d(nuclei, points, spacing, self.rules, self.seed, distance,
+                                           return_agreement=True)
         return (mask[None], agreement) if return_agreement else mask[None]
 
 
@@ -137,7 +138,7 @@ class NucleiMask3Dd(MapTransform):
         return d
 
 
-# -- Alg. 1 step 6 -------------------------------------------------------------------------------------------------------
+# -- Alg. 1 step 6 -----------------------------------------------------------------------------------------------------
 class VoronoiCells(Transform):
     """Alg. 1 step 6: 2D Voronoi cells of the clicks' (y, x): ``points`` ``(N, 3)`` and the ``(Y, X)`` size ->
     ``(1, Y, X)`` int32 with cell ``j + 1`` for point ``j``."""
@@ -168,7 +169,7 @@ class VoronoiCellsd(MapTransform):
         return d
 
 
-# -- Alg. 1 steps a-c ----------------------------------------------------------------------------------------------------
+# -- Alg. 1 steps a-c --------------------------------------------------------------------------------------------------
 class SliceSets(Transform):
     """Alg. 1 steps a-c: which z-slices hold each nucleus.
 
@@ -205,7 +206,7 @@ class SliceSetsd(MapTransform):
         return d
 
 
-# -- Alg. 1 steps d-e and the baseline ----------------------------------------------------------------------------------
+# -- Alg. 1 steps d-e and the baseline ---------------------------------------------------------------------------------
 class ExtendedMIP(Transform):
     """Alg. 1 steps d-e (EMIP): per Voronoi cell, max-project only over that nucleus' slices.
 

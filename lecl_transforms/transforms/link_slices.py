@@ -41,7 +41,8 @@ class LinkSlices(Transform):
     (positive-class probability) -> :class:`~lecl_transforms.transforms.functional.link_slices.Nuclei3D`.
     A nucleus is positive if predicted positive on at least ``min_positive_slices`` slices (1 = the paper's rule).
     ``spacing`` ``(dz, dy, dx)`` um by :func:`~lecl_transforms.utils.resolve_spacing` (the call's argument, else the
-    instances' metadata, else this transform's ``spacing``); it only matters when ``max_gap_um > 0`` (an unknown spacing is then refused).
+    instances' metadata, else this transform's ``spacing``); it only matters when ``max_gap_um > 0`` (an unknown
+    spacing is then refused).
     """
 
     backend = [TransformBackends.NUMPY]

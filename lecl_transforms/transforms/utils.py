@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,7 +10,6 @@ from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.utils import MetaKeys, convert_data_type
 
-from ..data.reader import source_of
 from ..errors import input_error
 
 __all__ = [

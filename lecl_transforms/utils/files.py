@@ -68,7 +68,7 @@ def write_json(path, content) -> Path:
 
 
 
-# -- the output-folder guard ---------------------------------------------------------------------------------------------
+# -- the output-folder guard -------------------------------------------------------------------------------------------
 
 def _nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))

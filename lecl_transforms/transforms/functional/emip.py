@@ -41,7 +41,7 @@ _INTENSITY_DIVISOR = 10.0  # paper step 2: 8-bit intensity / 10, to match the di
 _DISTANCE_BIN = 0.05  # px; k-means runs on the feature histogram at this resolution (exact for 8-bit intensity)
 
 
-# -- step 1 and the features ---------------------------------------------------------------------------------------------
+# -- step 1 and the features -------------------------------------------------------------------------------------------
 def scale_to_8bit(volume: np.ndarray, mode: str = "percentile", percentiles=(0.5, 99.9)) -> np.ndarray:
     """Rescale a whole stack (or image) to uint8, as the paper's features expect (step 2): ``"minmax"`` (the paper's
     16 -> 8 bit over the whole stack) or ``"percentile"`` (robust to hot pixels)."""

@@ -85,7 +85,7 @@ def refine_per_cell(labels: np.ndarray, dilate: float = 5, erode: float = 7) -> 
     return out
 
 
-# -- the 2D three-region label (Qu et al. 2019, as used by LECL) and HoVer-Net targets ------------------------------------
+# -- the 2D three-region label (Qu et al. 2019, as used by LECL) and HoVer-Net targets ---------------------------------
 def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.ndarray,
                        rules: PseudoLabelRules = RULES["robust"], seed: int = 0, min_size: int = 30,
                        dilate: float = 5, erode: float = 7, background_margin: float = 10,
