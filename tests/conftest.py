@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -59,6 +60,20 @@ def write_nifti_xyzc(path, czyx, spacing=SPACING, unit="micron"):
     img.header.set_xyzt_units(unit)
     nib.save(img, str(path))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_console_handler_outlives_its_test():
+    """A command run in-process configures logging from bundle/configs/logging.conf: a console handler on the
+    sys.stdout of that moment, which pytest's capture closes after the test. Left on the root logger, it turns every
+    later log line into a '--- Logging error ---' traceback on stderr (seen by tests that check stderr)."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
