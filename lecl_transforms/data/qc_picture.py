@@ -110,19 +110,52 @@ def _fitting_font(text: str, width: int, size: int, min_size: int = 8):
     return _font(min_size)
 
 
+def _plain(line: list[tuple]) -> str:
+    return " ".join("xx" if text == _SWATCH else text for text, _ in line)
+
+
+def _fitted_rows(line: list[tuple], width: int, size: int) -> tuple[object, list[list[tuple]]]:
+    """``(font, rows)``: ``line`` in the largest font down to 3/4 of ``size`` in which it fits ``width``; a line too
+    long even then is wrapped between words into several rows of that smallest font (a swatch stays with the word
+    after it), so no text is cut off on a narrow picture."""
+    smallest = max(8, int(round(0.75 * size)))
+    font = _fitting_font(_plain(line), width, size, smallest)
+    if _text_width(_plain(line), font) <= width:
+        return font, [line]
+    words: list[list[tuple]] = []  # each: the (text, colour) pieces that stay together
+    for text, colour in line:
+        if text == _SWATCH:
+            words.append([(text, colour)])
+            continue
+        for word in text.split(" "):
+            if not word:
+                continue
+            if words and words[-1][-1][0] == _SWATCH:
+                words[-1].append((word, colour))
+            else:
+                words.append([(word, colour)])
+    rows: list[list[tuple]] = [[]]
+    for word in words:
+        if rows[-1] and _text_width(_plain(rows[-1] + word), font) > width:
+            rows.append([])
+        rows[-1] += word
+    return font, rows
+
+
 def _text_bar(segments: list[list[tuple]], width: int, size: int) -> np.ndarray:
     """A dark ``(H, width, 3)`` bar, one line per entry of ``segments``; a line is ``(text, colour)`` pairs, where a
-    ``("■", colour)`` pair draws a colour swatch. Each line's font shrinks until it fits ``width``."""
+    ``("■", colour)`` pair draws a colour swatch. Each line's font shrinks until it fits ``width``, down to 3/4 of
+    ``size``; a longer line wraps onto more rows."""
     from PIL import Image, ImageDraw
 
     pad = max(2, size // 3)
     line_height = int(round(size * 1.45))
-    bar = Image.new("RGB", (width, line_height * len(segments) + pad), _BACKGROUND)
+    rows = [(font, row) for line in segments for font, fitted in [_fitted_rows(line, width - 2 * pad, size)]
+            for row in fitted]
+    bar = Image.new("RGB", (width, line_height * len(rows) + pad), _BACKGROUND)
     draw = ImageDraw.Draw(bar)
-    for row, line in enumerate(segments):
-        plain = " ".join("xx" if text == _SWATCH else text for text, _ in line)
-        font = _fitting_font(plain, width - 2 * pad, size)
-        x, top = pad, pad + row * line_height
+    for index, (font, line) in enumerate(rows):
+        x, top = pad, pad + index * line_height
         ascent = font.getbbox("Hg")
         baseline = top + (line_height - (ascent[3] - ascent[1])) // 2 - ascent[1] - pad // 2
         for text, colour in line:
@@ -243,12 +276,15 @@ def qc_figure(panels: Sequence[tuple[np.ndarray, str]], header: list[list[tuple]
     canvas_width = len(panels) * width + (len(panels) - 1) * gap if side_by_side else width
     size = int(np.clip(canvas_width // 40, 12, 40))  # text readable when the picture is shown at screen width
 
+    titles = [_text_bar([[(title, MUTED)]], width, size) for _, title in panels]
+    title_height = max(t.shape[0] for t in titles)  # a title wrapped onto more rows: the others padded to match
     titled = []
-    for picture, title in panels:
+    for (picture, _), title in zip(panels, titles):
         picture = np.array(picture, dtype=np.uint8)
         if um_per_px:
             _draw_scale_bar(picture, um_per_px * step, size)
-        titled.append(np.concatenate([_text_bar([[(title, MUTED)]], width, size), picture]))
+        title = np.pad(title, ((0, title_height - title.shape[0]), (0, 0), (0, 0)), mode="edge")
+        titled.append(np.concatenate([title, picture]))
     if side_by_side:
         gap_block = np.full((titled[0].shape[0], gap, 3), _GAP, np.uint8)
         axis = 1
