@@ -89,7 +89,8 @@ def summarise_demo(out: Path, report: dict) -> None:
           f"{pooled['n_pred_positive']} positives predicted, {pooled['n_true_positive']} true")
     print(f"  predictions: {predictions}/*_pred.csv, *_instances.tif, *_classes.tif (napari, Fiji), *_pred.geojson "
           "(QuPath), *_pred_qc.png")
-    print(f"  metrics:     {predictions / 'metrics.md'} and metrics.json")
+    print(f"  metrics:     {predictions / 'metrics.md'} and metrics.json; matched / missed / false nuclei: "
+          f"{predictions}/*_eval_qc.png")
     print(f"  QC pictures: {out / 'prepared'}/*_qc.png;  MLflow: mlflow ui --backend-store-uri "
           f"sqlite:///{training_store(out)}")
     print("next, with your own stacks and clicks (datalist format: bundle/docs/README.md):")
