@@ -226,3 +226,27 @@ def test_pictures_follow_the_output_guard(picture_case, capsys):
     # an earlier evaluation's picture that this one does not write is removed with it
     assert main(_evaluate(picture_case, "--no-mlflow", "--overwrite", "--no-qc-pictures")) == 0
     assert not (out / "stack_eval_qc.png").exists()
+
+
+def test_picture_of_a_large_field_is_reduced_by_a_whole_factor():
+    """evaluation_picture at max_side 32: the 64 px field shown at 1/2 scale, the marks drawn at that scale."""
+    from lecl_transforms.data.qc_picture import AGREES, FALSE, MISSED, evaluation_picture
+    from lecl_transforms.metrics import match_nuclei, scores
+    from lecl_transforms.metrics.detection import counts_from_matches
+
+    labels = np.zeros((4, 64, 64), np.uint16)
+    centre = np.full(5, -1)
+    for i, (y0, y1, x0, x1, z, _) in SQUARES.items():
+        labels[z, y0:y1, x0:x1], centre[i] = i, z
+    pred = {"zyx": np.array([[z, (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2] for y0, y1, x0, x1, z, _ in SQUARES.values()]),
+            "label": np.array([c for *_, c in SQUARES.values()]), "id": np.arange(1, 5)}
+    truth = (np.array([[1, 8, 8], [2, 8, 28], [1, 8, 48], [1, 28, 40]], float), np.array([2, 2, 1, 1]))
+    match = match_nuclei(pred["zyx"], pred["zyx"][:, :1].repeat(2, 1), truth[0], (2, 0.5, 0.5))
+    row = scores(counts_from_matches(pred["label"], truth[1], *match))
+    picture = evaluation_picture(np.zeros((2, 64, 64)), "s", pred, truth, match, row, labels=labels, centre_z=centre,
+                                 um_per_px=None, max_side=32)
+    assert picture.shape[1] == 2 * 32 + 2
+    left, right = picture[-32:, :32], picture[-32:, -32:]
+    # square 1's top edge (row 4, from column 4) is at row 2 from column 2; square 4's (row 24) at row 12
+    assert tuple(left[2, 4]) == AGREES and tuple(left[12, 4]) == FALSE and tuple(right[2, 14]) == MISSED
+    assert tuple(left[14 - 3, 20]) == MISSED  # the missed click at (28, 40) -> (14, 20), ring 6 px -> 3 px

@@ -281,13 +281,13 @@ def _predict_parameters(pred_dir: Path) -> dict:
         return {}
 
 
-def _stack_projection(image: Path, spacing, channels: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+def _stack_projection(image: Path, channels: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
     """``((2, Y, X) max projection of the nuclei and marker channels, None)``, or ``(None, why)`` when the stack
     cannot be read here (e.g. a plain TIFF whose axes only ``lecl predict --axes`` knew)."""
     from ..data.reader import IFStackReader
 
     try:
-        reader = IFStackReader(spacing=spacing, min_channels=1, require_spacing=False, check_values=False)
+        reader = IFStackReader(min_channels=1, require_spacing=False, check_values=False)  # pixels only
         data = np.asarray(reader.get_data(reader.read(image))[0])
         if data.ndim != 4 or max(channels) >= data.shape[0]:
             return None, f"stack {image.name} has no channels {channels}: predicted footprints shown, not the stack"
@@ -312,7 +312,7 @@ def write_evaluation_picture(path: PathLike, row: Mapping, pred: Mapping, truth:
     pred_dir, image, stem = Path(pred_dir), Path(row["image"]), row["stem"]
     parameters = _predict_parameters(pred_dir)
     channels = (int(parameters.get("nuclei_channel", 0)), int(parameters.get("marker_channel", 1)))
-    mip, note = _stack_projection(image, row["spacing"], channels)
+    mip, note = _stack_projection(image, channels)
     labels = centre_z = None
     instances = pred_dir / f"{stem}_instances.tif"
     if not instances.is_file():
@@ -441,8 +441,8 @@ def write_metrics(report: Mapping, out_dir: PathLike) -> tuple[Path, ...]:
         lines.append("- spacing per stack (dz, dy, dx um): " + "; ".join(
             f"{r['stem']}: {tuple(r['spacing'])} from {r['spacing_source']}" for r in report["per_stack"]))
     if pictures:
-        lines += ["", "Pictures (matched / missed / false nuclei and wrong marker calls on the max projection): "
-                  + ", ".join(pictures)]
+        lines += ["", f"Pictures: STEM{EVAL_PICTURE_SUFFIX} for each of the {len(pictures)} stack(s): matched (green), "
+                  "missed (orange) and false (magenta) nuclei, and the wrong marker calls, on the max projection."]
 
     text = json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
     with atomic_path(json_path) as tmp:
