@@ -1,4 +1,4 @@
-"""Small RGB renderings for people to look at: composites, points, contours, side-by-side panels, PNG output."""
+"""Small RGB renderings for people to look at: composites, points, contours, PNG output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from .transforms.functional import label_edges, normalize_percentiles
 
-__all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "side_by_side", "save_png",
+__all__ = ["to_uint8", "composite_rgb", "draw_points", "label_edges", "draw_mask_edges", "save_png",
            "CLASS_COLOURS"]
 
 #: point colours by class: 1 negative (yellow), 2 positive (magenta)
@@ -51,19 +51,6 @@ def draw_mask_edges(rgb: np.ndarray, labels: np.ndarray, colour=(255, 255, 255),
         edge &= np.asarray(labels) > 0
     out[edge] = colour
     return out
-
-
-def side_by_side(*panels: np.ndarray, gap: int = 4) -> np.ndarray:
-    """Concatenate RGB panels horizontally with a white gap."""
-    height = max(p.shape[0] for p in panels)
-    parts = []
-    for i, p in enumerate(panels):
-        pad = np.zeros((height, p.shape[1], 3), np.uint8)
-        pad[: p.shape[0]] = p
-        parts.append(pad)
-        if i < len(panels) - 1:
-            parts.append(np.full((height, gap, 3), 255, np.uint8))
-    return np.concatenate(parts, axis=1)
 
 
 def save_png(path, rgb: np.ndarray) -> Path:

@@ -190,6 +190,8 @@ def test_evaluate_json_and_lecl_evaluate_score_the_predictions(trained, predicte
     assert report["pooled"]["tp"] + report["pooled"]["fn"] == len(read_rows(
         datalist.parent / json.loads(datalist.read_text())["test"][0]["points"]))
     assert "| **pooled** |" in (tmp_path / "m" / "metrics.md").read_text()
+    picture = tmp_path / "m" / report["per_stack"][0]["qc_picture"]  # the matched / missed / false picture
+    assert picture.name.endswith("_eval_qc.png") and picture.stat().st_size > 10_000
     store = tmp_path / "mlruns.db"
     result = lecl("evaluate", "--pred", out, "--truth", datalist, "--out", tmp_path / "l",
                   "--tracking-uri", f"sqlite:///{store}")

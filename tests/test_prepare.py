@@ -11,7 +11,8 @@ from PIL import Image
 
 from lecl_transforms import LECLInputError, load_datalist, read_points
 from lecl_transforms.tools.cli import main
-from lecl_transforms.tools.prepare import entries_from_args, prepare_datalist
+from lecl_transforms.tools.prepare import REMOVED_ORANGE, VORONOI_GREY, entries_from_args, prepare_datalist, qc_image
+from lecl_transforms.visualize import CLASS_COLOURS
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,42 @@ def test_outputs_follow_the_contract(prepared):
     np.testing.assert_array_equal(rows[:, 4], point_labels)
     assert (rows[:, 5] <= rows[:, 1]).all() and (rows[:, 1] <= rows[:, 6]).all()
     assert set(np.unique(instances)) - {0} <= set(rows[:, 0])
-    qc = np.asarray(Image.open(out / f"{stem}_qc.png"))
-    assert qc.shape[0] == n_y and qc.shape[1] > 2 * n_x and qc.shape[2] == 3
+    qc = np.asarray(Image.open(out / f"{stem}_qc.png").convert("RGB"))
+    assert qc.shape[1] == 2 * n_x + 2 and qc.shape[0] > n_y  # two full-resolution panels, a 2 px gap, the header
+    header, right = qc[:-n_y], qc[-n_y:, -n_x:]
+    assert (header == 24).all(-1).mean() > 0.5 and (header == 255).all(-1).any()  # white text on a dark header
+    for colour in (*CLASS_COLOURS.values(), REMOVED_ORANGE, VORONOI_GREY):
+        assert (header == colour).all(-1).sum() >= 16  # the legend's swatches
+    # the plain MIP panel shows each click in its class colour (the scale bar's corner, bottom right, aside)
+    away = (coords[:, 1] < 0.6 * n_y) | (coords[:, 2] < 0.5 * n_x)
+    np.testing.assert_array_equal(right[coords[away, 1], coords[away, 2]],
+                                  [CLASS_COLOURS[c] for c in point_labels[away]])
+
+
+def test_qc_image_marks_and_a_large_field_reduced():
+    """Hand-built: two Voronoi cells, one nucleus each; nucleus 2's marker is bright in the MIP only (a false overlap
+    the EMIP removed): ringed orange in both panels. At max_side 20 the 40 px field is shown at 1/2 scale."""
+    mip = np.zeros((2, 40, 40), np.float32)
+    mip[0, 5:15, 5:15] = mip[0, 25:35, 25:35] = 100  # nuclei
+    mip[1, 5:15, 5:15], mip[1, 25:35, 25:35] = 60, 100  # marker in both cells' MIP...
+    emip = mip.copy()
+    emip[1, 25:35, 25:35] = 5  # ...but nucleus 2's only from another slice
+    cells = np.where(np.add.outer(np.arange(40), np.arange(40)) < 40, 1, 2)[None]
+    instances = np.zeros((1, 40, 40), np.int32)
+    instances[0, 5:15, 5:15], instances[0, 25:35, 25:35] = 1, 2
+    d = {"emip": emip, "mip": mip, "cells": cells, "instances": instances,
+         "points": np.array([[0, 10, 10], [0, 30, 30]]), "point_labels": np.array([2, 1])}
+    full = qc_image(d, "s", um_per_px=None)
+    assert full.shape[1] == 2 * 40 + 2
+    left, right = full[-40:, :40], full[-40:, -40:]
+    for panel in (left, right):
+        assert tuple(panel[10, 10]) == CLASS_COLOURS[2] and tuple(panel[30, 30]) == CLASS_COLOURS[1]
+        assert tuple(panel[30, 37]) == REMOVED_ORANGE and tuple(panel[10, 17]) != REMOVED_ORANGE  # ring radius 7
+    assert tuple(left[5, 8]) == (255, 255, 255) and tuple(right[5, 8]) != (255, 255, 255)  # pseudo-label outline
+    assert tuple(left[19, 20]) == VORONOI_GREY  # the cell edge on the anti-diagonal
+    reduced = qc_image(d, "s", um_per_px=None, max_side=20)
+    assert reduced.shape[1] == 2 * 20 + 2
+    assert tuple(reduced[-20:, :20][5, 5]) == CLASS_COLOURS[2]  # the click at (10, 10) shown at (5, 5)
 
 
 def test_prepared_datalist_points_to_outputs(prepared):

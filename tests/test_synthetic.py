@@ -1,14 +1,17 @@
 """The synthetic generator's ground truth is self-consistent, in both regimes, and deterministic."""
 
+import csv
 import hashlib
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lecl_transforms import (REGIMES, LECLInputError, generate_stack, load_datalist, read_points, read_stack,
                              write_dataset)
 from lecl_transforms.tools.cli import main
+from lecl_transforms.visualize import CLASS_COLOURS
 
 
 @pytest.fixture(params=["clean", "dense"])
@@ -168,7 +171,15 @@ def test_write_dataset_protects_existing_files(tmp_path):
 def test_cli_synth(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "d"), "--n-images", "3", "--size", "64", "--regime", "dense"]) == 0
     out = capsys.readouterr().out
-    assert "wrote 3 stacks" in out and (tmp_path / "d" / "preview.png").is_file()
+    assert "wrote 3 stacks" in out and "synth_000 and synth_002" in out
+    # preview.png: the first (training) and last (test) stack side by side under a header, their true centres dotted
+    preview = np.asarray(Image.open(tmp_path / "d" / "preview.png").convert("RGB"))
+    assert preview.shape[1] == 2 * 64 + 2 and preview.shape[0] > 64
+    assert (preview[:-64] == 24).all(-1).mean() > 0.5
+    for panel, stem in ((preview[-64:, :64], "synth_000"), (preview[-64:, -64:], "synth_002")):
+        with open(tmp_path / "d" / "ground_truth" / f"{stem}_nuclei.csv") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["y"]) < 36]  # above the scale bar's corner
+        assert rows and all(tuple(panel[int(r["y"]), int(r["x"])]) == CLASS_COLOURS[int(r["label"])] for r in rows)
     sections = [len(load_datalist(tmp_path / "d" / "datalist.json", s)) for s in ("training", "validation", "test")]
     assert sections == [1, 1, 1]
     assert main(["synth", "--out", str(tmp_path / "e"), "--regime", "foggy"]) == 2

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import input_error
 
-__all__ = ["cmd_demo", "summarise_dataset", "summarise_training", "summarise_demo", "MANIFEST_NAME"]
+__all__ = ["cmd_demo", "summarise_dataset", "preview_picture", "summarise_training", "summarise_demo",
+           "MANIFEST_NAME"]
 
 MANIFEST_NAME = "lecl_demo.json"
 
@@ -86,7 +87,8 @@ def summarise_demo(out: Path, report: dict) -> None:
           f"{pooled['n_pred_positive']} positives predicted, {pooled['n_true_positive']} true")
     print(f"  predictions: {predictions}/*_pred.csv, *_instances.tif, *_classes.tif (napari, Fiji), *_pred.geojson "
           "(QuPath), *_pred_qc.png")
-    print(f"  metrics:     {predictions / 'metrics.md'} and metrics.json")
+    print(f"  metrics:     {predictions / 'metrics.md'} and metrics.json; matched / missed / false nuclei: "
+          f"{predictions}/*_eval_qc.png")
     print(f"  QC pictures: {out / 'prepared'}/*_qc.png;  MLflow: mlflow ui --backend-store-uri "
           f"sqlite:///{training_store(out)}")
     print("next, with your own stacks and clicks (datalist format: bundle/docs/README.md):")
@@ -95,32 +97,65 @@ def summarise_demo(out: Path, report: dict) -> None:
     print("  lecl predict --input-dir my_stacks --model bundle/models/stage0/model.pt --out my_predictions")
 
 
-def summarise_dataset(datalist: Path) -> None:
-    """Print what was generated and write ``preview.png`` (first image: MIP composite with true classes)."""
+def preview_picture(stacks: list[tuple], um_per_px: float | None, totals: tuple[int, int, int, int]) -> np.ndarray:
+    """``preview.png``: side by side, the plain max projection of each of ``stacks`` ``[(stem, section, image (2, Z,
+    Y, X) nuclei and marker, ground-truth rows), ...]`` (all of one size) with its true nuclei (centre dot by class,
+    orange ring around a decoy); titled with which stacks they are, their counts and the whole set's (``totals``:
+    stacks, nuclei, positive, decoys)."""
     import numpy as np
-    import tifffile
 
+    from ..data.qc_picture import MUTED, TEXT, draw_rings, legend_line, qc_figure
+    from ..visualize import CLASS_COLOURS, composite_rgb, draw_points
+
+    ring = (255, 140, 0)
+    panels = []
+    for stem, section, image, rows in stacks:
+        yx = np.array([[int(r["y"]), int(r["x"])] for r in rows]).reshape(-1, 2)
+        cls = np.array([int(r["label"]) for r in rows], np.int64)
+        decoy = np.array([r["decoy"] == "1" for r in rows], bool)
+        rgb = composite_rgb(image[0].max(0), image[1].max(0))
+        panels.append((draw_points(draw_rings(rgb, yx[decoy], ring, 6.0), yx, cls),
+                       f"{stem} ({section}): {len(cls)} nuclei, {int((cls == 2).sum())} positive"))
+    n_stacks, nuclei, positive, decoys = totals
+    shown = f"{len(stacks)} of the {n_stacks} stacks" if len(stacks) < n_stacks else f"the {n_stacks} stack(s)"
+    header = [[(f"lecl synth preview: {shown}, plain max projection (marker red, nuclei cyan)", TEXT)],
+              legend_line([(CLASS_COLOURS[2], "positive"), (CLASS_COLOURS[1], "negative"),
+                           (ring, "ring: decoy (negative; marker only above/below)")]),
+              [(f"all {n_stacks} stacks: {nuclei} nuclei, {positive} positive, {decoys} decoys; dots: true centres",
+                MUTED)]]
+    return qc_figure(panels, header, um_per_px)
+
+
+def summarise_dataset(datalist: Path) -> None:
+    """Print what was generated and write ``preview.png`` (:func:`preview_picture` of the first stack and, with
+    more, the last one: a training and a test stack)."""
+    import numpy as np
+
+    from ..data.reader import IFStackReader
     from ..data.synthetic_dataset import MANIFEST_NAME as SYNTH_MANIFEST
     from ..utils.files import read_manifest, write_manifest
-    from ..visualize import composite_rgb, draw_points, save_png
+    from ..visualize import save_png
 
     content = json.loads(datalist.read_text())
     root = datalist.parent
-    entries = [e for k in ("training", "validation", "test") for e in content.get(k, [])]
+    entries = [(k, e) for k in ("training", "validation", "test") for e in content.get(k, [])]
     total = pos = decoys = 0
-    for e in entries:
+    for _, e in entries:
         with open(root / e["nuclei"]) as f:
             rows = list(csv.DictReader(f))
         total += len(rows)
         pos += sum(r["label"] == "2" for r in rows)
         decoys += sum(r["decoy"] == "1" for r in rows)
-    first = entries[0]
-    image = tifffile.imread(root / first["image"]).astype(np.float32)  # (Z, C, Y, X)
-    with open(root / first["nuclei"]) as f:
-        rows = list(csv.DictReader(f))
-    yx = np.array([[int(r["y"]), int(r["x"])] for r in rows]).reshape(-1, 2)
-    cls = np.array([int(r["label"]) for r in rows])
-    preview = draw_points(composite_rgb(image[:, 0].max(0), image[:, 1].max(0)), yx, cls)
+    reader = IFStackReader(require_spacing=False, check_values=False)
+    stacks, spacing = [], None
+    for section, e in [entries[0], entries[-1]] if len(entries) > 1 else entries:
+        image, meta = reader.get_data(reader.read(root / e["image"]))  # (C, Z, Y, X), spacing (dz, dy, dx)
+        spacing = meta.get("spacing")
+        with open(root / e["nuclei"]) as f:
+            stacks.append((Path(e["image"]).name.split(".")[0], section, np.asarray(image, np.float32)[:2],
+                           list(csv.DictReader(f))))
+    preview = preview_picture(stacks, float(spacing[2]) if spacing is not None else None,
+                              (len(entries), total, pos, decoys))
     save_png(root / "preview.png", preview)
     manifest = read_manifest(root / SYNTH_MANIFEST)  # the preview is lecl's too: --overwrite may replace it
     if "preview.png" not in manifest.get("files", ["preview.png"]):
@@ -129,8 +164,8 @@ def summarise_dataset(datalist: Path) -> None:
     print(f"wrote {len(entries)} stacks to {root} ({sizes})")
     print(f"  nuclei: {total}, marker-positive: {pos}, decoy negatives (marker above/below only): {decoys}")
     print(f"  datalist: {datalist}")
-    print(f"  preview:  {root / 'preview.png'} (plain MIP, marker red, nuclei cyan; points yellow = negative, "
-          "magenta = positive)")
+    print(f"  preview:  {root / 'preview.png'} ({' and '.join(s[0] for s in stacks)}: plain MIP, marker red, nuclei "
+          "cyan; true centres yellow = negative, magenta = positive; orange rings = decoys)")
 
 
 def summarise_training(out: Path) -> None:

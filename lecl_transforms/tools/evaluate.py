@@ -18,8 +18,11 @@ def add_evaluate_parser(sub) -> None:
                    help="a click matches only within the nucleus' slices +- this many (default 1)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
                    help="voxel spacing in um of every stack (default: the one lecl predict used, else the image's)")
-    p.add_argument("--out", help="folder for metrics.json, metrics.md and lecl_evaluate.json (default: --pred)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier lecl evaluate's metrics in --out")
+    p.add_argument("--out", help="folder for metrics.json, metrics.md, the STEM_eval_qc.png pictures and "
+                   "lecl_evaluate.json (default: --pred)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier lecl evaluate's results in --out")
+    p.add_argument("--no-qc-pictures", action="store_true",
+                   help="skip the per-stack pictures of matched / missed / false nuclei (each reads its stack)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the evaluation to MLflow")
     p.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///path/mlruns.db or http://server "
                    "(default: mlruns.db in --out, artifacts in mlruns/ beside it)")
@@ -28,9 +31,10 @@ def add_evaluate_parser(sub) -> None:
 
 def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_tolerance: int = 1, out=None,
                  mlflow: bool = True, tracking_uri: str | None = None, bundle_root: str | None = None,
-                 spacing=None, overwrite: bool = False) -> dict:
+                 spacing=None, overwrite: bool = False, qc_pictures: bool = True) -> dict:
     """``evaluate.json`` through MONAI's bundle runner; returns the report (``metrics.json``'s content). ``spacing``,
-    ``tracking_uri`` and ``overwrite`` are passed only when given (the config's values hold otherwise)."""
+    ``tracking_uri``, ``overwrite`` and ``qc_pictures=False`` are passed only when given (the config's values hold
+    otherwise)."""
     import json
 
     from .bundle import run_bundle
@@ -45,6 +49,8 @@ def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_t
         overrides["spacing"] = [float(v) for v in spacing]
     if overwrite:
         overrides["overwrite"] = True
+    if not qc_pictures:
+        overrides["qc_pictures"] = False
     if bundle_root:
         overrides["bundle_root"] = str(bundle_root)
     run_bundle("evaluate", "evaluate.json", **overrides)
@@ -54,6 +60,8 @@ def run_evaluate(pred, truth, section: str = "test", radius_um: float = 3.0, z_t
 def cmd_evaluate(args) -> int:
     run_evaluate(args.pred, args.truth, args.section, args.radius_um, args.z_tolerance, args.out,
                  mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, spacing=args.spacing,
-                 overwrite=args.overwrite)
-    print(f"metrics: {Path(args.out or args.pred) / 'metrics.json'} and metrics.md")
+                 overwrite=args.overwrite, qc_pictures=not args.no_qc_pictures)
+    out = Path(args.out or args.pred)
+    print(f"metrics: {out / 'metrics.json'} and metrics.md"
+          + ("" if args.no_qc_pictures else f"; pictures: {out}/*_eval_qc.png"))
     return 0

@@ -20,7 +20,9 @@ from ..transforms.functional import percentile_range, slice_ranges
 from ..transforms.rules import resolve_rules
 from ..utils.files import check_out_dir, make_dirs, remove_empty_dirs, remove_stale, write_manifest
 from ..utils.names import stem_of, unique_stems
-from ..visualize import composite_rgb, draw_mask_edges, draw_points, save_png, side_by_side
+from ..data.qc_picture import (MUTED, QC_MAX_SIDE, TEXT, downsampled, draw_rings, legend_line, qc_figure,
+                               reduction_step)
+from ..visualize import CLASS_COLOURS, composite_rgb, draw_mask_edges, draw_points, save_png
 
 __all__ = ["prepare_one", "prepare_datalist", "output_paths", "cell_marker_scores",
            "MANIFEST_NAME", "OUTPUT_SUFFIXES"]
@@ -54,39 +56,51 @@ def cell_marker_scores(projection, instances, n: int) -> np.ndarray:
     return total / np.maximum(area, 1)
 
 
-def qc_image(d: dict) -> np.ndarray:
-    """Left: EMIP composite with Voronoi edges (grey), weak-label nucleus contours (white), clicks by class.
-    Right: plain MIP composite with the clicks. Orange rings (both panels): nuclei whose marker EMIP removed
-    (bright in the MIP, at most half as bright in the EMIP): the false overlaps of a plain projection."""
+#: colours of the prepare QC picture's marks (the clicks have their class colours, ``visualize.CLASS_COLOURS``)
+VORONOI_GREY, PSEUDO_LABEL_WHITE, REMOVED_ORANGE = (90, 90, 90), (255, 255, 255), (255, 140, 0)
+
+
+def removed_overlaps(d: dict) -> np.ndarray:
+    """``(N,)`` bool: the clicked nuclei whose marker the EMIP removed (bright in the plain MIP, at most half as
+    bright in the EMIP): the false overlaps of a plain projection (marker from a cell above or below)."""
     emip, mip = np.asarray(d["emip"]), np.asarray(d["mip"])
-    cells, instances = np.asarray(d["cells"])[0], np.asarray(d["instances"])[0]
-    points, labels = np.asarray(d["points"]), np.asarray(d["point_labels"])
-    n = len(points)
+    instances, n = np.asarray(d["instances"])[0], len(np.asarray(d["points"]))
     lo, hi = percentile_range(mip[1], (0.5, 99.8))
     emip_score = (cell_marker_scores(emip, instances, n) - lo) / (hi - lo + 1e-6)
     mip_score = (cell_marker_scores(mip, instances, n) - lo) / (hi - lo + 1e-6)
-    removed = (mip_score > 0.3) & (emip_score < 0.5 * mip_score)
-    left = draw_mask_edges(composite_rgb(emip[0], emip[1]), cells, colour=(90, 90, 90))
-    left = draw_mask_edges(left, instances, colour=(255, 255, 255), only_labelled=True)
-    right = composite_rgb(mip[0], mip[1])
-    panels = []
-    for panel in (left, right):
-        panel = _rings(panel, points[removed, 1:], (255, 140, 0))
-        panels.append(draw_points(panel, points[:, 1:], labels))
-    return side_by_side(*panels)
+    return (mip_score > 0.3) & (emip_score < 0.5 * mip_score)
 
 
-def _rings(rgb: np.ndarray, yx: np.ndarray, colour, radius: float = 7.0) -> np.ndarray:
-    from scipy import ndimage
-
-    if len(yx) == 0:
-        return rgb
-    seeds = np.ones(rgb.shape[:2], bool)
-    seeds[yx[:, 0], yx[:, 1]] = False
-    distance = ndimage.distance_transform_edt(seeds)
-    out = rgb.copy()
-    out[(distance >= radius - 0.7) & (distance <= radius + 0.7)] = colour
-    return out
+def qc_image(d: dict, stem: str = "", um_per_px: float | None = None, max_side: int = QC_MAX_SIDE) -> np.ndarray:
+    """The prepare QC picture (:func:`~lecl_transforms.data.qc_picture.qc_figure` layout). Left: the EMIP composite
+    (what the network trains on) with the Voronoi cell edges (grey), the pseudo-label nucleus outlines (white) and
+    the clicks by class (magenta positive, yellow negative). Right: the plain MIP composite with the clicks, for
+    comparison. Orange rings (both panels): nuclei whose marker the EMIP removed (:func:`removed_overlaps`).
+    ``um_per_px``: ``dx`` for the scale bar (None: none). Fields over ``max_side`` are shown reduced by a whole
+    factor (marks drawn at the shown scale)."""
+    emip, mip = np.asarray(d["emip"]), np.asarray(d["mip"])
+    cells, instances = np.asarray(d["cells"])[0], np.asarray(d["instances"])[0]
+    points, labels = np.asarray(d["points"]), np.asarray(d["point_labels"])
+    removed = removed_overlaps(d)
+    step = reduction_step(mip.shape[1:], max_side)
+    yx = points[:, 1:] // step
+    left = downsampled(composite_rgb(emip[0], emip[1]), step)
+    left = draw_mask_edges(left, cells[::step, ::step], colour=VORONOI_GREY)
+    left = draw_mask_edges(left, instances[::step, ::step], colour=PSEUDO_LABEL_WHITE, only_labelled=True)
+    right = downsampled(composite_rgb(mip[0], mip[1]), step)
+    panels = [draw_points(draw_rings(panel, yx[removed], REMOVED_ORANGE), yx, labels) for panel in (left, right)]
+    n, positive = len(labels), int((labels == 2).sum())
+    title = (f"{stem}: {n} {'click' if n == 1 else 'clicks'}, {positive} positive, {n - positive} negative; "
+             f"EMIP removed the marker of {int(removed.sum())} false overlap(s)")
+    header = [[(title.lstrip(": "), TEXT)],
+              legend_line([(CLASS_COLOURS[2], "positive click"), (CLASS_COLOURS[1], "negative click"),
+                           (PSEUDO_LABEL_WHITE, "pseudo-label nucleus outline"), (VORONOI_GREY, "Voronoi cell edge")]),
+              legend_line([(REMOVED_ORANGE, "ring: marker bright in the plain MIP, not in the EMIP (from a cell "
+                                            "above/below)")]),
+              [("EMIP = each click's Voronoi cell max-projected over its nucleus' own slices (the training input)",
+                MUTED)]]
+    return qc_figure([(panels[0], "EMIP composite: pseudo-labels and clicks"),
+                      (panels[1], "plain MIP composite: marker red, nuclei cyan")], header, um_per_px, step)
 
 
 def _nuclei_rows(d: dict) -> list[list[int]]:
@@ -100,7 +114,8 @@ def prepare_one(image, points, out_dir, pipeline: Compose, stem: str | None = No
     """Run the pipeline on one stack and write its outputs into ``out_dir``; returns the written paths and the
     spacing the stack was read with (``spacing``, ``spacing_source``)."""
     d = pipeline({"image": str(image), "points": str(points)})  # runs fully before anything of this stack is written
-    paths = output_paths(out_dir, stem or stem_of(image))
+    stem = stem or stem_of(image)
+    paths = output_paths(out_dir, stem)
     meta = getattr(d["image"], "meta", {})
     spacing = np.asarray(meta["spacing"], np.float64) if "spacing" in meta else None
     spacing_yx = tuple(spacing[1:]) if spacing is not None else None
@@ -112,7 +127,8 @@ def prepare_one(image, points, out_dir, pipeline: Compose, stem: str | None = No
         writer = csv.writer(f)
         writer.writerow(NUCLEI_COLUMNS)
         writer.writerows(_nuclei_rows(d))
-    save_png(paths["qc"], qc_image(d))
+    save_png(paths["qc"], qc_image(d, stem,
+                                   float(spacing[2]) if spacing is not None else None))
     info = {"spacing": [float(v) for v in spacing] if spacing is not None else None,
             "spacing_source": meta.get("spacing_source")}
     return paths, info
