@@ -270,22 +270,23 @@ def run_regime(regime: str, seeds, args, model) -> dict[str, list]:
         with tempfile.TemporaryDirectory() as tmp:
             datalist = write_dataset(Path(tmp) / "data", args.n_images, seed, cfg, regime=regime)
             entries = [e for s in datalist_sections(datalist) for e in load_datalist(datalist, s)]
-            link_res = {m: [] for m in LINK_METHODS}
+            link_res, ghost_res = {m: [] for m in LINK_METHODS}, {m: [] for m in LINK_METHODS}
             e2e = {m: [] for m in LINK_METHODS}
             pseudo, det_counts, cls_res = [], np.zeros(3, np.int64), []
-            rng = np.random.default_rng([seed, 17])
             for entry in entries:
                 rows = truth_rows(entry)
                 truth = tifffile.imread(entry["instances"])
                 marker = tifffile.imread(entry["marker_mask"]).astype(bool)
                 spacing = cfg.spacing()
-                if not args.skip_pseudo:
-                    pseudo.append(pseudo_label_quality(entry))
-                ids, cls, score = damage(truth, marker, rows, rng, Damage(ghost=args.ghost))
-                for m in LINK_METHODS:
-                    nuclei = link_slices(ids, cls, score, spacing, method=m, min_overlap=model["min_overlap"],
-                                         min_positive_slices=model["min_positive_slices"])
-                    link_res[m].append(nucleus_scores(nuclei, rows, spacing, args.radius_um))
+                pseudo.append(None if args.skip_pseudo else pseudo_label_quality(entry))
+                # the same damage twice: without and with a decoy's marker slices seen as positive instances
+                for ghost, found in ((0.0, link_res), (args.ghost, ghost_res)):
+                    ids, cls, score = damage(truth, marker, rows, np.random.default_rng([seed, 17, len(pseudo)]),
+                                             Damage(ghost=ghost))
+                    for m in LINK_METHODS:
+                        nuclei = link_slices(ids, cls, score, spacing, method=m, min_overlap=model["min_overlap"],
+                                             min_positive_slices=model["min_positive_slices"])
+                        found[m].append(nucleus_scores(nuclei, rows, spacing, args.radius_um))
                 if model["pipeline"] is None:
                     continue
                 pipeline, network = model["pipeline"], model["network"]
@@ -299,6 +300,7 @@ def run_regime(regime: str, seeds, args, model) -> dict[str, list]:
                     predicted = link({**loaded, **detected})
                     counts = validator.match(0, predicted)
                     e2e[m].append({**scores(counts), "n_true": len(rows)})
+            pseudo = [p for p in pseudo if p is not None]
             if pseudo:
                 weight = [p["n"] for p in pseudo]
                 add("1. pseudo-label 3D mask IoU", np.average([p["mask_iou"] for p in pseudo], weights=weight))
@@ -307,10 +309,12 @@ def run_regime(regime: str, seeds, args, model) -> dict[str, list]:
                 tp, fp, fn = det_counts
                 add("2. per-slice 2D detection F1 (network)", 2 * tp / max(2 * tp + fp + fn, 1))
             for m in LINK_METHODS:
-                r = pooled(link_res[m])
+                r, g = pooled(link_res[m]), pooled(ghost_res[m])
                 add(f"3. linking F1, true slices + damage, `{m}`", r["np_f1"])
                 add(f"3. marker-positive F1 after linking, `{m}`", r["nc_f1"])
-                add(f"3. decoys turned positive, `{m}`", (r["decoys_positive"], r["decoys"]))
+                add(f"3. linking F1 with decoy marker slices detected, `{m}`", g["np_f1"])
+                add(f"3. decoys turned positive (with their marker slices detected), `{m}`",
+                    (g["decoys_positive"], g["decoys"]))
             if cls_res:
                 r = pooled(cls_res)
                 add("4. marker-positive F1, true nuclei (network classes)", r["nc_f1"])
@@ -374,7 +378,8 @@ def main(argv=None) -> dict:
         model = load_model(args.model)
     results = {regime: run_regime(regime, args.seeds, args, model) for regime in args.regimes}
     print(f"\nError budget: {len(args.seeds)} seeds x {args.n_images} stacks of {args.size} x {args.size} per regime; "
-          f"mean ± half-range over seeds. Damage in stage 3: {Damage(ghost=args.ghost).label()}.\n")
+          f"mean ± half-range over seeds. Damage in stage 3: {Damage(ghost=args.ghost).label()} ('with decoy marker "
+          "slices' lines only; decoys summed over seeds).\n")
     print("| stage | " + " | ".join(args.regimes) + " |")
     print("|---|" + "---|" * len(args.regimes))
     keys = list(dict.fromkeys(k for r in results.values() for k in r))

@@ -229,6 +229,7 @@ def _projection_components(instances, area, sum_y, sum_x, radius):
 CHAIN_MAX_SHIFT = 0.7  # largest centroid shift between linked instances, as a share of the larger one's radius
 CHAIN_GAP_MIN_OVERLAP = 0.5  # least overlap (share of the smaller area) to bridge one missing slice
 CHAIN_TIP_RATIO = 0.6  # a chain end smaller than this share of its neighbour in the chain is a tip: never bridged
+CHAIN_HEIGHT_QUANTILE = 0.9  # a bridged chain may be at most this quantile of the chains' heights + 1 slice tall
 ABSORB_MAX_SLICES = 1  # chains this short are fragments when they lie inside a longer chain's footprint
 ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it
 
@@ -278,8 +279,10 @@ def _chain_components(instances, area, sum_y, sum_x, slice_of, min_overlap):
     for z in range(n_z - 1):
         a, b = _assign(instances[z], instances[z + 1], area, cy, cx, min_overlap)
         next_of[a], prev_of[b] = b, a
-    # one missing slice: a chain's upper end to a chain's lower start two slices up, neither being a tapering tip
-    # (the top of one nucleus and the bottom of another stacked on it, or a decoy's marker slices above it)
+    # one missing slice: a chain's upper end to a chain's lower start two slices up, neither being a tapering tip, and
+    # the bridged chain no taller than the stack's tall nuclei (CHAIN_HEIGHT_QUANTILE of the chains' heights, + 1
+    # slice): not the top of one nucleus to the bottom of another stacked on it, nor a decoy's marker slices above it
+    height_limit = np.quantile(_heights(next_of, prev_of, slice_of, n_z, area), CHAIN_HEIGHT_QUANTILE) + 1
     for z in range(n_z - 2):
         tip_up = (prev_of > 0) & (area < CHAIN_TIP_RATIO * area[prev_of])
         tip_down = (next_of > 0) & (area < CHAIN_TIP_RATIO * area[next_of])
@@ -287,6 +290,8 @@ def _chain_components(instances, area, sum_y, sum_x, slice_of, min_overlap):
         allowed = np.where(slice_of == z, (next_of == 0) & ~tip_up, (prev_of == 0) & ~tip_down)
         a, b = _assign(instances[z], instances[z + 2], area, cy, cx, max(min_overlap, CHAIN_GAP_MIN_OVERLAP),
                        allowed)
+        tall = _chain_top(next_of, slice_of, n_z)[b] - _chain_top(prev_of, slice_of, n_z)[a] + 1 > height_limit
+        a, b = a[~tall], b[~tall]
         next_of[a], prev_of[b] = b, a
     linked = np.flatnonzero(next_of)
     graph = coo_matrix((np.ones(len(linked), np.int8), (linked, next_of[linked])), shape=(n_ids, n_ids)).tocsr()
@@ -295,6 +300,21 @@ def _chain_components(instances, area, sum_y, sum_x, slice_of, min_overlap):
     _, compact = np.unique(component[present], return_inverse=True)
     compact = compact.ravel()
     return present, _absorb_fragments(instances, present, compact, area, sum_y, sum_x, slice_of)
+
+
+def _chain_top(step, slice_of, n_z):
+    """Per slice instance id: the slice of the last instance reached by following ``step`` (``next_of`` -> the
+    chain's top slice, ``prev_of`` -> its bottom slice), by pointer doubling."""
+    jump = np.where(step > 0, step, np.arange(len(step)))
+    for _ in range(int(np.ceil(np.log2(max(n_z, 2)))) + 1):
+        jump = jump[jump]
+    return slice_of[jump]
+
+
+def _heights(next_of, prev_of, slice_of, n_z, area):
+    """Heights (slices) of the chains, one value per chain (counted at its bottom instance)."""
+    bottom = (area > 0) & (prev_of == 0)
+    return (_chain_top(next_of, slice_of, n_z) - slice_of + 1)[bottom] if bottom.any() else np.ones(1)
 
 
 def _absorb_fragments(instances, present, component, area, sum_y, sum_x, slice_of):
