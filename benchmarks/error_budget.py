@@ -16,7 +16,7 @@ truth, per regime (dense, clean), as mean +- spread (half the range) over seeds.
 
 Detection and marker-positive F1 are :func:`lecl_transforms.metrics.scores`' ``np_f1`` and ``nc_f1`` everywhere.
 
-    python benchmarks/error_budget.py                    # 2 seeds x 2 stacks of 128 x 128 per regime, a few minutes
+    python benchmarks/error_budget.py                    # 2 seeds x 2 stacks of 192 x 192 per regime, ~2 minutes
     python benchmarks/error_budget.py --seeds 0 1 2 --n-images 3 --size 192
     python benchmarks/error_budget.py --skip-network     # stages 1 and 3 only (no model needed)
 """
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "bundle" / "configs" / "inference.json"
 
 
-# -- ground truth -------------------------------------------------------------------------------------------------------
+# -- ground truth ------------------------------------------------------------------------------------------------------
 def truth_rows(entry) -> list[dict]:
     with open(entry["nuclei"]) as f:
         return [{k: int(v) for k, v in r.items()} for r in csv.DictReader(f)]
@@ -70,7 +70,7 @@ def slice_classes(ids: np.ndarray, marker: np.ndarray, share: float = 0.1):
     return np.where(positive, 2, 1), np.where(positive, 0.9, 0.1)
 
 
-# -- damage -------------------------------------------------------------------------------------------------------------
+# -- damage ------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Damage:
     """What a per-slice detector does to true per-slice nuclei (rates per slice instance unless stated)."""
@@ -141,7 +141,7 @@ def damage(instances3d: np.ndarray, marker: np.ndarray, rows: list[dict], rng: n
     return out, cls, score
 
 
-# -- scoring ------------------------------------------------------------------------------------------------------------
+# -- scoring -----------------------------------------------------------------------------------------------------------
 def nucleus_scores(nuclei, rows, spacing, radius_um=3.0, z_tolerance=1) -> dict:
     """Linked nuclei (a ``Nuclei3D``) against the true nuclei (centre slice, centre y x): ``lecl evaluate``'s
     matching and scores, plus decoys matched to a positive prediction."""
@@ -168,7 +168,7 @@ def pooled(results: list[dict]) -> dict:
     return out
 
 
-# -- stages -------------------------------------------------------------------------------------------------------------
+# -- stages ------------------------------------------------------------------------------------------------------------
 def pseudo_label_quality(entry) -> dict:
     """Stage 1: per-nucleus 3D mask and z-range IoU of the prepare step's pseudo-labels."""
     import tifffile
@@ -250,7 +250,7 @@ def classify_true_nuclei(outputs, truth: np.ndarray, rows, spacing, min_positive
     return result
 
 
-# -- driver -------------------------------------------------------------------------------------------------------------
+# -- driver ------------------------------------------------------------------------------------------------------------
 def spread(values) -> str:
     values = np.asarray(values, np.float64)
     return f"{values.mean():.3f} ± {(values.max() - values.min()) / 2:.3f}"
@@ -356,7 +356,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--regimes", nargs="+", default=["dense", "clean"], choices=sorted(REGIMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--n-images", type=int, default=2, help="stacks per seed and regime")
-    parser.add_argument("--size", type=int, default=128, help="stack width and height, px")
+    parser.add_argument("--size", type=int, default=192, help="stack width and height, px")
     parser.add_argument("--model", help="checkpoint (default: the bundle's models/model.pt)")
     parser.add_argument("--radius-um", type=float, default=3.0, help="matching radius (lecl evaluate's default)")
     parser.add_argument("--ghost", type=float, default=Damage.ghost, help="share of decoys whose marker slices are "

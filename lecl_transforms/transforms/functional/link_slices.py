@@ -6,11 +6,11 @@ rule "a nucleus is positive if predicted positive in at least one slice").
 
 Three linking methods:
 
-- ``"overlap"`` (default): mutual-best (y, x) overlap between slice instances of neighbouring slices (see
-  :func:`link_slices`). Two nuclei at the same (y, x) separated by empty slices stay two.
-- ``"chain"``: one-to-one assignment (Hungarian, as trackers do) between neighbouring slices on overlap and centroid
-  shift, one missing slice bridged, then one-slice fragments inside a longer chain's footprint absorbed into it
-  (see :func:`link_slices`).
+- ``"overlap"`` (this function's default): mutual-best (y, x) overlap between slice instances of neighbouring
+  slices (see :func:`link_slices`). Two nuclei at the same (y, x) separated by empty slices stay two.
+- ``"chain"`` (the bundle's default): one-to-one assignment (Hungarian, as trackers do) between neighbouring slices on
+  overlap and centroid shift, one missing slice bridged, then one-slice fragments inside a longer chain's footprint
+  absorbed into it (see :func:`link_slices`).
 - ``"projection"``: the published code's rule (per-slice centroids drawn as disks of radius 4, max over z, 2D
   connected components), kept for comparison; it merges nuclei stacked in z.
 """
@@ -231,7 +231,7 @@ CHAIN_GAP_MIN_OVERLAP = 0.5  # least overlap (share of the smaller area) to brid
 CHAIN_TIP_RATIO = 0.6  # a chain end smaller than this share of its neighbour in the chain is a tip: never bridged
 CHAIN_HEIGHT_QUANTILE = 0.9  # a bridged chain may be at most this quantile of the chains' heights + 1 slice tall
 ABSORB_MAX_SLICES = 1  # chains this short are fragments when they lie inside a longer chain's footprint
-ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it
+ABSORB_REACH = 1.2  # a fragment's centroid within this share of a chain's largest radius of its centre joins it
 
 
 def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
@@ -319,7 +319,7 @@ def _heights(next_of, prev_of, slice_of, n_z, area):
 
 def _absorb_fragments(instances, present, component, area, sum_y, sum_x, slice_of):
     """Chains of at most ``ABSORB_MAX_SLICES`` slices whose centroid lies inside a longer chain's footprint -- the
-    disk of its largest slice's radius (times ``ABSORB_REACH``) around its mean centroid -- on a slice within that
+    disk of ``ABSORB_REACH`` times its largest slice's radius around its mean centroid -- on a slice within that
     chain's z range join it (the nearest such chain, distance relative to its radius): in-plane splits and z-splits of
     one nucleus are one nucleus. A chain beyond another's z range (a nucleus stacked on it, a decoy's marker slices)
     is never absorbed."""
@@ -422,11 +422,12 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
         slice_score: ``(N + 1,)`` float, each slice instance's probability of the positive class.
         spacing: ``(dz, dy, dx)`` in um (only ``dz`` is used, to turn ``max_gap_um`` into slices).
         min_overlap: least (y, x) overlap of two linked instances, as a fraction of the smaller one's area.
-        max_gap_um: largest z-gap bridged over missing slices: instances on slices z < z' may link when
-            ``(z' - z - 1) * dz <= max_gap_um``; 0 links adjacent slices only.
+        max_gap_um: ``"overlap"`` only: largest z-gap bridged over missing slices: instances on slices z < z' may
+            link when ``(z' - z - 1) * dz <= max_gap_um``; 0 links adjacent slices only.
         min_positive_slices: a nucleus is positive (2) if predicted positive on at least this many of its slices,
             else negative (1); 1 is the paper's rule. Instances of class 0 count as not positive.
-        method: ``"overlap"`` (default) or ``"projection"`` (the published code's rule, for comparison).
+        method: ``"overlap"`` (this function's default), ``"chain"`` (the bundle's default, ``inference.json``) or
+            ``"projection"`` (the published code's rule, for comparison).
         projection_radius: disk radius (px) of the ``"projection"`` method (published code: 4).
 
     Linking rule (``"overlap"``): two instances on slices z < z' are linked when their (y, x) overlap is at least
@@ -436,6 +437,19 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
     only bridged between chain ends still free (no link up from the lower instance, none down to the upper one), so
     every 3D nucleus holds at most one instance per slice. 3D nuclei are the connected components of the link graph;
     two nuclei at the same (y, x) separated by more empty slices than the gap allows stay two.
+
+    ``"chain"``: instances of neighbouring slices are assigned one to one (:func:`scipy.optimize.linear_sum_assignment`
+    per slice pair) among pairs overlapping by at least ``min_overlap`` of the smaller area with centroids within
+    ``CHAIN_MAX_SHIFT`` (0.7) of the larger radius, at the least total ``1 - IoU + shift / radius`` (sizes relative to
+    the nucleus: no spacing needed). One missing slice is then bridged between a chain's free top and a chain's free
+    bottom two slices up (same assignment, overlap >= ``CHAIN_GAP_MIN_OVERLAP``), unless either end is a tapering tip
+    (smaller than ``CHAIN_TIP_RATIO`` of its neighbour in its chain) or the bridged chain would be taller than the
+    ``CHAIN_HEIGHT_QUANTILE`` quantile of the chains' heights + 1 slice: the top of one nucleus and the bottom of
+    another stacked on it, or a decoy's marker slices above a nucleus, stay apart. Finally a chain of
+    ``ABSORB_MAX_SLICES`` (1) slice whose centroid lies within ``ABSORB_REACH`` (1.2) times a longer chain's largest
+    radius of that chain's centre, on a slice inside its z range, is absorbed into it (in-plane splits, z-splits); the 3D nucleus may then hold two
+    instances on one slice.
+    ``max_gap_um`` does not apply.
 
     ``"projection"``: each instance's centroid is drawn as a disk of ``projection_radius`` px, the drawings of all
     slices are merged by a max over z, and every 8-connected 2D component is one nucleus (an instance belongs to the
