@@ -231,7 +231,7 @@ CHAIN_GAP_MIN_OVERLAP = 0.5  # least overlap (share of the smaller area) to brid
 CHAIN_TIP_RATIO = 0.6  # a chain end smaller than this share of its neighbour in the chain is a tip: never bridged
 CHAIN_HEIGHT_QUANTILE = 0.9  # a bridged chain may be at most this quantile of the chains' heights + 1 slice tall
 ABSORB_MAX_SLICES = 1  # chains this short are fragments when they lie inside a longer chain's footprint
-ABSORB_REACH = 1.2  # a fragment's centroid within this share of a chain's largest radius of its centre joins it
+ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it
 
 
 def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
@@ -446,7 +446,7 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
     (smaller than ``CHAIN_TIP_RATIO`` of its neighbour in its chain) or the bridged chain would be taller than the
     ``CHAIN_HEIGHT_QUANTILE`` quantile of the chains' heights + 1 slice: the top of one nucleus and the bottom of
     another stacked on it, or a decoy's marker slices above a nucleus, stay apart. Finally a chain of
-    ``ABSORB_MAX_SLICES`` (1) slice whose centroid lies within ``ABSORB_REACH`` (1.2) times a longer chain's largest
+    ``ABSORB_MAX_SLICES`` (1) slice whose centroid lies within ``ABSORB_REACH`` (1.0) times a longer chain's largest
     radius of that chain's centre, on a slice inside its z range, is absorbed into it (in-plane splits, z-splits); the 3D nucleus may then hold two
     instances on one slice.
     ``max_gap_um`` does not apply.
