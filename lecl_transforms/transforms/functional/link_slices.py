@@ -299,7 +299,7 @@ def _chain_components(instances, area, sum_y, sum_x, slice_of, min_overlap):
     present = np.flatnonzero(area > 0)
     _, compact = np.unique(component[present], return_inverse=True)
     compact = compact.ravel()
-    return present, _absorb_fragments(instances, present, compact, area, sum_y, sum_x, slice_of)
+    return present, _absorb_fragments(present, compact, area, sum_y, sum_x, slice_of)
 
 
 def _chain_top(step, slice_of, n_z):
@@ -317,7 +317,7 @@ def _heights(next_of, prev_of, slice_of, n_z, area):
     return (_chain_top(next_of, slice_of, n_z) - slice_of + 1)[bottom] if bottom.any() else np.ones(1)
 
 
-def _absorb_fragments(instances, present, component, area, sum_y, sum_x, slice_of):
+def _absorb_fragments(present, component, area, sum_y, sum_x, slice_of):
     """Chains of at most ``ABSORB_MAX_SLICES`` slices whose centroid lies inside a longer chain's footprint -- the
     disk of ``ABSORB_REACH`` times its largest slice's radius around its mean centroid -- on a slice within that
     chain's z range join it (the nearest such chain, distance relative to its radius): in-plane splits and z-splits of
