@@ -58,6 +58,21 @@ def whole_neighbours(s: Stack) -> None:
         tapering(s, range(1, 8), center, (2, 3, 3, 3, 3, 3, 2))
 
 
+def test_one_slice_tip_just_past_a_nucleus_is_absorbed_and_one_past_an_empty_slice_is_not():
+    """A one-slice piece on the slice just above a nucleus, off its tip's centre (too far for the assignment: shift
+    3 px > 0.7 x 4 px), joins it (a z-split tip); the same piece one empty slice higher stays a nucleus of its own."""
+    s = Stack()
+    nucleus = tapering(s, range(2, 7), (20, 20), (4, 6, 7, 6, 4))
+    tip = s.add(7, disk((20, 23), 3))
+    nuclei = s.link(method="chain")
+    assert len(nuclei) == 1 and nuclei.slice_to_nucleus[tip] == nuclei.slice_to_nucleus[nucleus[0]]
+    assert (nuclei.z_start[0], nuclei.z_stop[0]) == (2, 7)
+    s = Stack()
+    tapering(s, range(2, 7), (20, 20), (4, 6, 7, 6, 4))
+    s.add(8, disk((20, 23), 3))
+    assert len(s.link(method="chain")) == 2
+
+
 def test_missing_slice_is_bridged():
     s = Stack()
     whole_neighbours(s)

@@ -231,7 +231,8 @@ CHAIN_GAP_MIN_OVERLAP = 0.5  # least overlap (share of the smaller area) to brid
 CHAIN_TIP_RATIO = 0.6  # a chain end smaller than this share of its neighbour in the chain is a tip: never bridged
 CHAIN_HEIGHT_QUANTILE = 0.9  # a bridged chain may be at most this quantile of the chains' heights + 1 slice tall
 ABSORB_MAX_SLICES = 1  # chains this short are fragments when they lie inside a longer chain's footprint
-ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it
+ABSORB_BEYOND = 1  # ... on a slice of its z range or this many slices past its ends (a z-split tip)
+ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it,
 
 
 def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
@@ -320,9 +321,9 @@ def _heights(next_of, prev_of, slice_of, n_z, area):
 def _absorb_fragments(present, component, area, sum_y, sum_x, slice_of):
     """Chains of at most ``ABSORB_MAX_SLICES`` slices whose centroid lies inside a longer chain's footprint -- the
     disk of ``ABSORB_REACH`` times its largest slice's radius around its mean centroid -- on a slice within that
-    chain's z range join it (the nearest such chain, distance relative to its radius): in-plane splits and z-splits of
-    one nucleus are one nucleus. A chain beyond another's z range (a nucleus stacked on it, a decoy's marker slices)
-    is never absorbed."""
+    chain's z range widened by ``ABSORB_BEYOND`` slices join it (the nearest such chain, distance relative to its
+    radius): in-plane splits and z-split tips of one nucleus are one nucleus. A chain farther beyond another's z range
+    (a decoy's marker slices past an empty slice, a nucleus stacked on it) is never absorbed."""
     from scipy.spatial import cKDTree
 
     n_chains = int(component.max()) + 1 if len(component) else 0
@@ -347,7 +348,7 @@ def _absorb_fragments(present, component, area, sum_y, sum_x, slice_of):
                                         output_type="ndarray")
     c, f = long_chain[pairs["i"]], short[pairs["j"]]
     relative = pairs["v"] / np.maximum(reach[c], 1e-9)
-    good = (relative <= 1) & (z_lo[c] <= z_lo[f]) & (z_hi[f] <= z_hi[c])
+    good = (relative <= 1) & (z_lo[c] - ABSORB_BEYOND <= z_lo[f]) & (z_hi[f] <= z_hi[c] + ABSORB_BEYOND)
     c, f, relative = c[good], f[good], relative[good]
     order = np.lexsort((c, relative, f))  # per fragment: the nearest chain (ties: the lower chain)
     first = np.r_[True, f[order][1:] != f[order][:-1]] if len(f) else np.zeros(0, bool)
@@ -447,8 +448,8 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
     ``CHAIN_HEIGHT_QUANTILE`` quantile of the chains' heights + 1 slice: the top of one nucleus and the bottom of
     another stacked on it, or a decoy's marker slices above a nucleus, stay apart. Finally a chain of
     ``ABSORB_MAX_SLICES`` (1) slice whose centroid lies within ``ABSORB_REACH`` (1.0) times a longer chain's largest
-    radius of that chain's centre, on a slice inside its z range, is absorbed into it (in-plane splits, z-splits); the 3D nucleus may then hold two
-    instances on one slice.
+    radius of that chain's centre, on a slice inside its z range or ``ABSORB_BEYOND`` (1) slice past its ends, is
+    absorbed into it (in-plane splits, z-split tips); the 3D nucleus may then hold two instances on one slice.
     ``max_gap_um`` does not apply.
 
     ``"projection"``: each instance's centroid is drawn as a disk of ``projection_radius`` px, the drawings of all
