@@ -50,7 +50,8 @@ def add_predict_parser(sub) -> None:
                    help="do not rescale slices to the model's pixel size (config: rescale true)")
     p.add_argument("--model-pixel-size", type=float, metavar="UM",
                    help="rescale slices to this pixel size in um instead of the one the model records")
-    p.add_argument("--link-method", help="3D integration over z: overlap (config) or projection (published code)")
+    p.add_argument("--link-method", help="3D integration over z: chain (config; assignment between slices, one missing "
+                   "slice bridged, fragments absorbed), overlap (mutual-best overlap) or projection (published code)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the first GPU if any, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier lecl predict output in --out")
     p.set_defaults(func=cmd_predict)

@@ -4,10 +4,13 @@ The network predicts nuclei slice by slice; a 3D nucleus is a chain of slice ins
 is marker-positive if it was predicted positive in at least ``min_positive_slices`` slices (default 1, the paper's
 rule "a nucleus is positive if predicted positive in at least one slice").
 
-Two linking methods:
+Three linking methods:
 
-- ``"overlap"`` (default): mutual-best (y, x) overlap between slice instances of neighbouring slices (see
-  :func:`link_slices`). Two nuclei at the same (y, x) separated by empty slices stay two.
+- ``"overlap"`` (this function's default): mutual-best (y, x) overlap between slice instances of neighbouring
+  slices (see :func:`link_slices`). Two nuclei at the same (y, x) separated by empty slices stay two.
+- ``"chain"`` (the bundle's default): one-to-one assignment (Hungarian, as trackers do) between neighbouring slices on
+  overlap and centroid shift, one missing slice bridged, then one-slice fragments inside a longer chain's footprint
+  absorbed into it (see :func:`link_slices`).
 - ``"projection"``: the published code's rule (per-slice centroids drawn as disks of radius 4, max over z, 2D
   connected components), kept for comparison; it merges nuclei stacked in z.
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -27,7 +31,7 @@ from ...errors import input_error
 __all__ = ["Nuclei3D", "link_slices", "check_link_parameters", "LINK_METHODS", "NEGATIVE", "POSITIVE"]
 
 NEGATIVE, POSITIVE = 1, 2  # slice / nucleus classes (0 = no class)
-LINK_METHODS = ("overlap", "projection")
+LINK_METHODS = ("overlap", "projection", "chain")
 _TABLE_COLUMNS = ("id", "z", "y", "x", "label", "score", "z_start", "z_stop", "area_px", "n_slices", "positive_slices")
 
 
@@ -81,7 +85,8 @@ def check_link_parameters(min_overlap: float, max_gap_um: float, min_positive_sl
 
     if method not in LINK_METHODS:
         raise input_error("config: method", f"unknown method '{method}'",
-                          "use 'overlap' (default) or 'projection' (the published code's rule)")
+                          "use 'overlap' (default), 'chain' (assignment + fragment absorption) or 'projection' (the "
+                          "published code's rule)")
     if not (isinstance(min_positive_slices, (int, np.integer)) and not isinstance(min_positive_slices, bool)
             and min_positive_slices >= 1):
         raise input_error("config: min_positive_slices", f"got {min_positive_slices!r}",
@@ -219,6 +224,140 @@ def _projection_components(instances, area, sum_y, sum_x, radius):
     return present, compact.ravel()
 
 
+# -- chain linking -----------------------------------------------------------------------------------------------------
+#: settings of the "chain" method (fixed: measured on the error budget, benchmarks/error_budget.py)
+CHAIN_MAX_SHIFT = 0.7  # largest centroid shift between linked instances, as a share of the larger one's radius
+CHAIN_GAP_MIN_OVERLAP = 0.5  # least overlap (share of the smaller area) to bridge one missing slice
+CHAIN_TIP_RATIO = 0.6  # a chain end smaller than this share of its neighbour in the chain is a tip: never bridged
+CHAIN_HEIGHT_QUANTILE = 0.9  # a bridged chain may be at most this quantile of the chains' heights + 1 slice tall
+ABSORB_MAX_SLICES = 1  # chains this short are fragments when they lie inside a longer chain's footprint
+ABSORB_BEYOND = 1  # ... on a slice of its z range or this many slices past its ends (a z-split tip)
+ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it,
+
+
+def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
+    """One-to-one links ``(a, b)`` between the instances of two slices' maps ``(Y, X)``: candidate pairs overlap by at
+    least ``min_overlap`` of the smaller area and their centroids lie within ``CHAIN_MAX_SHIFT`` of the larger radius;
+    among candidates the assignment has the most pairs, then the least total cost ``1 - IoU + shift / radius``
+    (:func:`scipy.optimize.linear_sum_assignment`). Pairs with one candidate each are taken directly; only the
+    ambiguous rest (touching neighbours, merged or split instances) goes through the assignment. ``allowed``: bool per
+    id, instances that may take part (None: all)."""
+    both = (lower > 0) & (upper > 0)
+    n_ids = np.int64(len(area))
+    codes, overlap = np.unique(lower[both].astype(np.int64) * n_ids + upper[both].astype(np.int64),
+                               return_counts=True)
+    a, b = codes // n_ids, codes % n_ids
+    if allowed is not None:
+        keep = allowed[a] & allowed[b]
+        a, b, overlap = a[keep], b[keep], overlap[keep]
+    radius = np.sqrt(area / np.pi)
+    shift = np.hypot(cy[a] - cy[b], cx[a] - cx[b]) / np.maximum(np.maximum(radius[a], radius[b]), 1.0)
+    iou = overlap / (area[a] + area[b] - overlap)
+    ok = (overlap >= min_overlap * np.minimum(area[a], area[b]) - 1e-9) & (shift <= CHAIN_MAX_SHIFT)
+    a, b, cost = a[ok], b[ok], (1.0 - iou + shift)[ok]
+    single = (np.bincount(a, minlength=n_ids)[a] == 1) & (np.bincount(b, minlength=n_ids)[b] == 1)
+    links_a, links_b = [a[single]], [b[single]]
+    if not single.all():
+        rest_a, row = np.unique(a[~single], return_inverse=True)
+        rest_b, col = np.unique(b[~single], return_inverse=True)
+        forbidden = 1e6  # larger than any sum of allowed costs: the most pairs first, then the least cost
+        matrix = np.full((len(rest_a), len(rest_b)), forbidden)
+        matrix[row.ravel(), col.ravel()] = cost[~single]
+        r, c = linear_sum_assignment(matrix)
+        good = matrix[r, c] < forbidden
+        links_a.append(rest_a[r[good]])
+        links_b.append(rest_b[c[good]])
+    return np.concatenate(links_a), np.concatenate(links_b)
+
+
+def _chain_components(instances, area, sum_y, sum_x, slice_of, min_overlap):
+    """Component (0..M-1) of each present slice instance under the chain rule (see :func:`link_slices`)."""
+    n_z = instances.shape[0]
+    n_ids = len(area)
+    safe = np.maximum(area, 1)
+    cy, cx = sum_y / safe, sum_x / safe
+    next_of, prev_of = np.zeros(n_ids, np.int64), np.zeros(n_ids, np.int64)
+    for z in range(n_z - 1):
+        a, b = _assign(instances[z], instances[z + 1], area, cy, cx, min_overlap)
+        next_of[a], prev_of[b] = b, a
+    # one missing slice: a chain's upper end to a chain's lower start two slices up, neither being a tapering tip, and
+    # the bridged chain no taller than the stack's tall nuclei (CHAIN_HEIGHT_QUANTILE of the chains' heights, + 1
+    # slice): not the top of one nucleus to the bottom of another stacked on it, nor a decoy's marker slices above it
+    height_limit = np.quantile(_heights(next_of, prev_of, slice_of, n_z, area), CHAIN_HEIGHT_QUANTILE) + 1
+    for z in range(n_z - 2):
+        tip_up = (prev_of > 0) & (area < CHAIN_TIP_RATIO * area[prev_of])
+        tip_down = (next_of > 0) & (area < CHAIN_TIP_RATIO * area[next_of])
+        # lower instances (slice z) must be free chain ends, upper ones (slice z + 2) free chain starts
+        allowed = np.where(slice_of == z, (next_of == 0) & ~tip_up, (prev_of == 0) & ~tip_down)
+        a, b = _assign(instances[z], instances[z + 2], area, cy, cx, max(min_overlap, CHAIN_GAP_MIN_OVERLAP),
+                       allowed)
+        tall = _chain_top(next_of, slice_of, n_z)[b] - _chain_top(prev_of, slice_of, n_z)[a] + 1 > height_limit
+        a, b = a[~tall], b[~tall]
+        next_of[a], prev_of[b] = b, a
+    linked = np.flatnonzero(next_of)
+    graph = coo_matrix((np.ones(len(linked), np.int8), (linked, next_of[linked])), shape=(n_ids, n_ids)).tocsr()
+    _, component = connected_components(graph, directed=False)
+    present = np.flatnonzero(area > 0)
+    _, compact = np.unique(component[present], return_inverse=True)
+    compact = compact.ravel()
+    return present, _absorb_fragments(present, compact, area, sum_y, sum_x, slice_of)
+
+
+def _chain_top(step, slice_of, n_z):
+    """Per slice instance id: the slice of the last instance reached by following ``step`` (``next_of`` -> the
+    chain's top slice, ``prev_of`` -> its bottom slice), by pointer doubling."""
+    jump = np.where(step > 0, step, np.arange(len(step)))
+    for _ in range(int(np.ceil(np.log2(max(n_z, 2)))) + 1):
+        jump = jump[jump]
+    return slice_of[jump]
+
+
+def _heights(next_of, prev_of, slice_of, n_z, area):
+    """Heights (slices) of the chains, one value per chain (counted at its bottom instance)."""
+    bottom = (area > 0) & (prev_of == 0)
+    return (_chain_top(next_of, slice_of, n_z) - slice_of + 1)[bottom] if bottom.any() else np.ones(1)
+
+
+def _absorb_fragments(present, component, area, sum_y, sum_x, slice_of):
+    """Chains of at most ``ABSORB_MAX_SLICES`` slices whose centroid lies inside a longer chain's footprint -- the
+    disk of ``ABSORB_REACH`` times its largest slice's radius around its mean centroid -- on a slice within that
+    chain's z range widened by ``ABSORB_BEYOND`` slices join it (the nearest such chain, distance relative to its
+    radius): in-plane splits and z-split tips of one nucleus are one nucleus. A chain farther beyond another's z range
+    (a decoy's marker slices past an empty slice, a nucleus stacked on it) is never absorbed."""
+    from scipy.spatial import cKDTree
+
+    n_chains = int(component.max()) + 1 if len(component) else 0
+    weights = area[present].astype(np.float64)
+    length = np.bincount(component, minlength=n_chains)
+    volume = np.bincount(component, weights=weights, minlength=n_chains)
+    cy = np.bincount(component, weights=sum_y[present], minlength=n_chains) / np.maximum(volume, 1)
+    cx = np.bincount(component, weights=sum_x[present], minlength=n_chains) / np.maximum(volume, 1)
+    largest = np.zeros(n_chains)
+    np.maximum.at(largest, component, weights)
+    reach = ABSORB_REACH * np.sqrt(largest / np.pi)
+    z_lo, z_hi = np.full(n_chains, np.iinfo(np.int64).max), np.full(n_chains, -1)
+    np.minimum.at(z_lo, component, slice_of[present])
+    np.maximum.at(z_hi, component, slice_of[present])
+    long_chain = np.flatnonzero(length > ABSORB_MAX_SLICES)
+    short = np.flatnonzero(length <= ABSORB_MAX_SLICES)
+    if not len(long_chain) or not len(short):
+        return component
+    # candidate (fragment chain, long chain) pairs within the largest reach, then each chain's own reach and z range
+    tree = cKDTree(np.stack([cy[long_chain], cx[long_chain]], 1))
+    pairs = tree.sparse_distance_matrix(cKDTree(np.stack([cy[short], cx[short]], 1)), float(reach.max()),
+                                        output_type="ndarray")
+    c, f = long_chain[pairs["i"]], short[pairs["j"]]
+    relative = pairs["v"] / np.maximum(reach[c], 1e-9)
+    good = (relative <= 1) & (z_lo[c] - ABSORB_BEYOND <= z_lo[f]) & (z_hi[f] <= z_hi[c] + ABSORB_BEYOND)
+    c, f, relative = c[good], f[good], relative[good]
+    order = np.lexsort((c, relative, f))  # per fragment: the nearest chain (ties: the lower chain)
+    first = np.r_[True, f[order][1:] != f[order][:-1]] if len(f) else np.zeros(0, bool)
+    target = np.arange(n_chains)
+    target[f[order][first]] = c[order][first]
+    _, compact = np.unique(target[component], return_inverse=True)
+    return compact.ravel()
+
+
 # -- per-nucleus table -------------------------------------------------------------------------------------------------
 def _nuclei_table(instances, present, component, area, sum_y, sum_x, slice_of, slice_class, slice_score,
                   min_positive_slices) -> Nuclei3D:
@@ -284,11 +423,12 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
         slice_score: ``(N + 1,)`` float, each slice instance's probability of the positive class.
         spacing: ``(dz, dy, dx)`` in um (only ``dz`` is used, to turn ``max_gap_um`` into slices).
         min_overlap: least (y, x) overlap of two linked instances, as a fraction of the smaller one's area.
-        max_gap_um: largest z-gap bridged over missing slices: instances on slices z < z' may link when
-            ``(z' - z - 1) * dz <= max_gap_um``; 0 links adjacent slices only.
+        max_gap_um: ``"overlap"`` only: largest z-gap bridged over missing slices: instances on slices z < z' may
+            link when ``(z' - z - 1) * dz <= max_gap_um``; 0 links adjacent slices only.
         min_positive_slices: a nucleus is positive (2) if predicted positive on at least this many of its slices,
             else negative (1); 1 is the paper's rule. Instances of class 0 count as not positive.
-        method: ``"overlap"`` (default) or ``"projection"`` (the published code's rule, for comparison).
+        method: ``"overlap"`` (this function's default), ``"chain"`` (the bundle's default, ``inference.json``) or
+            ``"projection"`` (the published code's rule, for comparison).
         projection_radius: disk radius (px) of the ``"projection"`` method (published code: 4).
 
     Linking rule (``"overlap"``): two instances on slices z < z' are linked when their (y, x) overlap is at least
@@ -298,6 +438,19 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
     only bridged between chain ends still free (no link up from the lower instance, none down to the upper one), so
     every 3D nucleus holds at most one instance per slice. 3D nuclei are the connected components of the link graph;
     two nuclei at the same (y, x) separated by more empty slices than the gap allows stay two.
+
+    ``"chain"``: instances of neighbouring slices are assigned one to one (:func:`scipy.optimize.linear_sum_assignment`
+    per slice pair) among pairs overlapping by at least ``min_overlap`` of the smaller area with centroids within
+    ``CHAIN_MAX_SHIFT`` (0.7) of the larger radius, at the least total ``1 - IoU + shift / radius`` (sizes relative to
+    the nucleus: no spacing needed). One missing slice is then bridged between a chain's free top and a chain's free
+    bottom two slices up (same assignment, overlap >= ``CHAIN_GAP_MIN_OVERLAP``), unless either end is a tapering tip
+    (smaller than ``CHAIN_TIP_RATIO`` of its neighbour in its chain) or the bridged chain would be taller than the
+    ``CHAIN_HEIGHT_QUANTILE`` quantile of the chains' heights + 1 slice: the top of one nucleus and the bottom of
+    another stacked on it, or a decoy's marker slices above a nucleus, stay apart. Finally a chain of
+    ``ABSORB_MAX_SLICES`` (1) slice whose centroid lies within ``ABSORB_REACH`` (1.0) times a longer chain's largest
+    radius of that chain's centre, on a slice inside its z range or ``ABSORB_BEYOND`` (1) slice past its ends, is
+    absorbed into it (in-plane splits, z-split tips); the 3D nucleus may then hold two instances on one slice.
+    ``max_gap_um`` does not apply.
 
     ``"projection"``: each instance's centroid is drawn as a disk of ``projection_radius`` px, the drawings of all
     slices are merged by a max over z, and every 8-connected 2D component is one nucleus (an instance belongs to the
@@ -316,6 +469,8 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
     if method == "overlap":
         present, component = _overlap_components(instances, area, slice_of, spacing[0], float(min_overlap),
                                                   float(max_gap_um))
+    elif method == "chain":
+        present, component = _chain_components(instances, area, sum_y, sum_x, slice_of, float(min_overlap))
     else:
         present, component = _projection_components(instances, area, sum_y, sum_x, projection_radius)
     return _nuclei_table(instances, present, component, area, sum_y, sum_x, slice_of, slice_class, slice_score,
