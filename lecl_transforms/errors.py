@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["LECLInputError", "LECLRunError", "LECLInterrupted", "INTERRUPTED_EXIT_STATUS", "input_error", "find_input_error", "report_input_errors_briefly",
+__all__ = ["LECLInputError", "LECLRunError", "LECLInterrupted", "INTERRUPTED_EXIT_STATUS", "input_error",
+           "find_input_error", "report_input_errors_briefly",
            "DEBUG_ENV"]
 
 #: set this environment variable to 1 to see full tracebacks for input errors

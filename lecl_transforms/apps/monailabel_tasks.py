@@ -20,8 +20,8 @@ in the model zoo or downloaded (MONAI Label's own bundle app checks the zoo's li
   every run keeps its own folder ``MODEL_DIR/train_<time>/`` with checkpoints and MLflow runs. The shipped
   ``bundle/models/model.pt`` is never modified.
 
-A request the server cannot answer because of its input gets a clear answer, not a bare HTTP 500 (:func:`checked_infer`):
-an image id the datastore does not hold -> 404 naming the id, how ids are formed (the stack's file name without its
+A request the server cannot answer because of its input gets a clear answer, not a bare HTTP 500
+(:func:`checked_infer`): an image id the datastore does not hold -> 404 naming the id, how ids are formed (the stack's file name without its
 extension) and some ids it holds; any other bad input (a request value, a stack's channels) -> 422 with the
 where/problem/fix message. Both are logged.
 """
@@ -42,13 +42,14 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
 from ..data.points import POSITIVE
-from ..errors import LECLInputError, find_input_error, input_error
+from ..errors import find_input_error, input_error
 from ..tools.bundle import run_bundle
 from ..utils.files import atomic_path, write_json
 from ..utils.names import NIFTI_SUFFIXES
 from ..utils.values import flag
 
-__all__ = ["LECLInferTask", "LECLTrainTask", "checked_infer", "image_path", "bundle_labels", "bundle_metadata", "config_values", "current_model",
+__all__ = ["LECLInferTask", "LECLTrainTask", "checked_infer", "image_path", "bundle_labels", "bundle_metadata",
+           "config_values", "current_model",
            "split_labelled", "MODEL_NAME", "TRAIN_STATS_NAME", "INFER_KEYS", "TRAIN_CONFIGS", "TRAIN_CONFIG_KEYS",
            "TRAIN_TASK_KEYS"]
 
@@ -157,7 +158,7 @@ def checked_infer(infer, request: dict, datastore):
         if cause is None:
             raise
         logger.error(f"infer request {request.get('model')!r} refused: {cause}")
-        unknown = isinstance(cause, LECLInputError) and cause.where.startswith("request: image ")
+        unknown = cause.where.startswith("request: image ")
         raise HTTPException(status_code=404 if unknown else 422, detail=str(cause)) from e
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import input_error
 
-__all__ = ["atomic_path", "write_json", "plain_json", "sha256_of", "check_out_dir", "check_out_files", "make_dirs", "remove_empty_dirs",
+__all__ = ["atomic_path", "write_json", "plain_json", "sha256_of", "check_out_dir", "check_out_files", "make_dirs",
+           "remove_empty_dirs",
            "write_manifest", "read_manifest", "remove_stale"]
 
 
