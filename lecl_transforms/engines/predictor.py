@@ -188,12 +188,12 @@ class StackPredictor:
         spacing = resolve_spacing(d["image"], required=False)
         field_yx = tuple(int(v) for v in d["image"].shape[-2:])
         row = {"image": str(entry["image"]), "stack": stem_of(entry["image"]), "slices": int(d["image"].shape[1]),
-                "nuclei": nuclei, "positive": positive, "negative": int((labels == 1).sum()),
-                "field_yx_px": list(field_yx), "spacing_um": list(spacing) if spacing else None,
-                **stack_figures(nuclei, positive, field_yx, spacing),
-                "seconds": round(time.perf_counter() - start, 3),
-                "timing": {k: round(float(v), 3) for k, v in d.get("timing", {}).items()},
-                "files": {k: Path(v).name for k, v in d["pred_files"].items()}, "resumed": False}
+               "nuclei": nuclei, "positive": positive, "negative": int((labels == 1).sum()),
+               "field_yx_px": list(field_yx), "spacing_um": list(spacing) if spacing else None,
+               **stack_figures(nuclei, positive, field_yx, spacing),
+               "seconds": round(time.perf_counter() - start, 3),
+               "timing": {k: round(float(v), 3) for k, v in d.get("timing", {}).items()},
+               "files": {k: Path(v).name for k, v in d["pred_files"].items()}, "resumed": False}
         write_json(record, {"settings_sha256": self.settings_digest, "input": _stamp(entry["image"]),
                             "sizes": {Path(v).name: Path(v).stat().st_size for v in d["pred_files"].values()},
                             "row": row})

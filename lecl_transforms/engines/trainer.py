@@ -155,8 +155,12 @@ class LECLTrainer(SupervisedTrainer):
                 signal.signal(sig, handler)
 
     def _on_signal(self, signum, frame) -> None:
-        if self._signalled is not None:  # asked twice: stop now, without saving
-            raise KeyboardInterrupt
+        if self._signalled is not None:
+            # Ctrl-C twice: stop now, without saving. A SIGTERM after the Ctrl-C is torchrun passing the Ctrl-C on
+            # to its workers (it gives them time to exit): the clean stop goes on
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         self._signalled = signal.Signals(signum).name
         # os.write, not logging: a signal handler may run while the logging lock is held
         os.write(2, f"\n{self._signalled} received: training stops after the current iteration and saves a checkpoint "
@@ -182,6 +186,9 @@ class LECLTrainer(SupervisedTrainer):
                    f"{where}; run the same command with --resume true to continue")
         if idist.get_rank() == 0:
             print(message, file=sys.stderr, flush=True)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every process stops here together; an open gloo group would abort the exit (SIGABRT) instead of 130
+            torch.distributed.destroy_process_group()
         raise LECLInterrupted(message)
 
     def _iteration(self, engine, batchdata: dict[str, torch.Tensor]) -> dict:
