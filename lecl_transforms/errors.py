@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["LECLInputError", "LECLRunError", "input_error", "find_input_error", "report_input_errors_briefly",
+__all__ = ["LECLInputError", "LECLRunError", "LECLInterrupted", "INTERRUPTED_EXIT_STATUS", "input_error",
+           "find_input_error", "report_input_errors_briefly",
            "DEBUG_ENV"]
 
 #: set this environment variable to 1 to see full tracebacks for input errors
@@ -27,6 +28,19 @@ class LECLInputError(ValueError):
 class LECLRunError(RuntimeError):
     """A run that finished what it could but not everything, for a reason that is not the user's input (a bug): the
     message names what failed and where the tracebacks were written."""
+
+
+#: exit status of a run stopped by Ctrl-C (SIGINT) or SIGTERM, as shells report a process ended by SIGINT
+INTERRUPTED_EXIT_STATUS = 130
+
+
+class LECLInterrupted(SystemExit):
+    """A run stopped on request (Ctrl-C, SIGTERM) after saving what it can resume from: ends the process with
+    :data:`INTERRUPTED_EXIT_STATUS` and no traceback (the one-line message is printed before it is raised)."""
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(INTERRUPTED_EXIT_STATUS)
 
 
 def input_error(where, problem: str, fix: str) -> LECLInputError:
@@ -58,6 +72,10 @@ def report_input_errors_briefly() -> None:
         return
 
     def hook(exc_type, exc, tb):
+        if isinstance(exc, KeyboardInterrupt) and os.environ.get(DEBUG_ENV, "") in ("", "0"):
+            sys.stderr.write("interrupted (Ctrl-C) before anything could be saved to resume from; run the command "
+                             f"again (set {DEBUG_ENV}=1 to see the traceback)\n")
+            return
         cause = find_input_error(exc) or (exc if isinstance(exc, LECLRunError) else None)
         if cause is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             previous(exc_type, exc, tb)

@@ -162,7 +162,7 @@ def test_two_processes_shard_the_stacks_and_write_each_once(trained, tmp_path):
     for name in ("a", "b", "c"):
         shutil.copy(test_image, stacks / f"{name}.tif")
     config = f"['{CONFIGS / 'inference.json'}','{CONFIGS / 'multi_gpu_inference.json'}']"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "monai.bundle", "run", "inference", "--config_file", config, "--input_dir", str(stacks),
            "--checkpoint", str(model), "--output_dir", str(tmp_path / "out"), "--progress", "false"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV, cwd=REPO)

@@ -122,6 +122,42 @@ def test_infer_task_answers_a_nifti_stack_in_nifti_on_its_grid(tmp_path):
         os.unlink(tif_file), os.unlink(nii_file)
 
 
+def test_unknown_image_id_is_answered_with_a_message_naming_it(tmp_path, caplog):
+    """/infer/lecl?image=nosuch: 404 whose detail (and the log) names the id, says an id is the file name without
+    the extension and lists the ids there are; a bad request value: 422 with its where/problem/fix message. Run on
+    the bundle's app class in-process (``monailabel start_server`` would put its own install first on the path)."""
+    import importlib.util
+
+    import tifffile
+    from fastapi import HTTPException
+
+    from conftest import make_czyx
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for name in ("heart_01", "heart_02"):
+        tifffile.imwrite(studies / f"{name}.tif", make_czyx().transpose(1, 0, 2, 3), imagej=True,
+                         metadata={"axes": "ZCYX"})
+    spec = importlib.util.spec_from_file_location("lecl_monailabel_main", BUNDLE / "monailabel" / "main.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    app = main.LECLApp(str(BUNDLE / "monailabel"), str(studies), {"model_dir": str(tmp_path / "model")})
+    assert sorted(app.datastore().list_images()) == ["heart_01", "heart_02"]
+    with pytest.raises(HTTPException) as raised:
+        app.infer({"model": "lecl", "image": "nosuch"})
+    detail = raised.value.detail
+    assert raised.value.status_code == 404
+    assert "image 'nosuch': no stack with this id in the datastore" in detail and "heart_01, heart_02" in detail
+    assert "file name without the extension" in detail
+    assert "image 'nosuch'" in caplog.text  # the server log names it too
+    with pytest.raises(HTTPException) as raised:
+        app.infer({"model": "lecl", "image": "heart_01.tif"})  # the file name, not the id
+    assert raised.value.status_code == 404 and "(stack_01.tif -> image=stack_01" in raised.value.detail
+    with pytest.raises(HTTPException) as raised:
+        app.infer({"model": "lecl", "image": "heart_01", "np_threshold": "abc"})
+    assert raised.value.status_code == 422 and "np_threshold: got 'abc'" in raised.value.detail
+
+
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/model.pt is not in this checkout")
 def test_monailabel_server_infers_uploads_and_trains(tmp_path):
     import tifffile

@@ -17,7 +17,7 @@ import os
 from monailabel.interfaces.app import MONAILabelApp
 
 from lecl_transforms.apps.monailabel_tasks import (INFER_KEYS, TRAIN_CONFIG_KEYS, TRAIN_TASK_KEYS, LECLInferTask,
-                                                    LECLTrainTask, bundle_labels, bundle_metadata)
+                                                    LECLTrainTask, bundle_labels, bundle_metadata, checked_infer)
 
 MODEL = "lecl"
 
@@ -35,6 +35,10 @@ class LECLApp(MONAILabelApp):
 
     def init_infers(self):
         return {MODEL: LECLInferTask(self.bundle_root, self.model_dir, self.infer_config)}
+
+    def infer(self, request, datastore=None):
+        # an unknown image id or a bad request value: 404 / 422 with a message naming it, not a bare 500
+        return checked_infer(super().infer, request, datastore or self.datastore())
 
     def init_trainers(self):
         return {MODEL: LECLTrainTask(self.bundle_root, self.model_dir, self.train_config)}

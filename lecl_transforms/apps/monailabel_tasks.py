@@ -19,6 +19,11 @@ in the model zoo or downloaded (MONAI Label's own bundle app checks the zoo's li
   stacks. The best model is published as ``MODEL_DIR/model.pt`` (the infer task uses it from the next request on);
   every run keeps its own folder ``MODEL_DIR/train_<time>/`` with checkpoints and MLflow runs. The shipped
   ``bundle/models/model.pt`` is never modified.
+
+A request the server cannot answer because of its input gets a clear answer, not a bare HTTP 500
+(:func:`checked_infer`): an image id the datastore does not hold -> 404 naming the id, how ids are formed (the stack's file name without its
+extension) and some ids it holds; any other bad input (a request value, a stack's channels) -> 422 with the
+where/problem/fix message. Both are logged.
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
 from ..data.points import POSITIVE
-from ..errors import input_error
+from ..errors import find_input_error, input_error
 from ..tools.bundle import run_bundle
 from ..utils.files import atomic_path, write_json
 from ..utils.names import NIFTI_SUFFIXES
 from ..utils.values import flag
 
-__all__ = ["LECLInferTask", "LECLTrainTask", "bundle_labels", "bundle_metadata", "config_values", "current_model",
+__all__ = ["LECLInferTask", "LECLTrainTask", "checked_infer", "image_path", "bundle_labels", "bundle_metadata",
+           "config_values", "current_model",
            "split_labelled", "MODEL_NAME", "TRAIN_STATS_NAME", "INFER_KEYS", "TRAIN_CONFIGS", "TRAIN_CONFIG_KEYS",
            "TRAIN_TASK_KEYS"]
 
@@ -118,6 +124,42 @@ def _typed(request: Mapping, defaults: Mapping) -> dict:
             raise input_error(f"request: {key}", f"got {value!r} ({e})",
                               f"give a {type(default).__name__} like {default!r}") from e
     return values
+
+
+def image_path(datastore, image_id: str) -> str:
+    """The stack file of ``image_id``: a path on the server as it is, else the datastore's image of that id. An id
+    the datastore does not hold is an input error naming it, how ids are formed and some that exist."""
+    if os.path.exists(image_id):
+        return image_id
+    uri = datastore.get_image_uri(image_id) if image_id else ""
+    if uri and os.path.exists(uri):
+        return uri
+    ids = sorted(datastore.list_images())
+    held = f"it holds {len(ids)}: {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}" if ids else "it holds none"
+    folder = getattr(datastore, "_datastore_path", None)
+    raise input_error(f"request: image {image_id!r}",
+                      f"no stack with this id in the datastore{f' ({folder})' if folder else ''}; {held}",
+                      "give a stack's id: its file name without the extension (stack_01.tif -> image=stack_01; "
+                      "GET /datastore/?output=all lists them), or upload the stack with the request")
+
+
+def checked_infer(infer, request: dict, datastore):
+    """``infer(request, datastore)`` (``MONAILabelApp.infer``) with clear answers for bad input instead of a bare
+    HTTP 500: an unknown image id -> 404, any other :class:`~lecl_transforms.errors.LECLInputError` -> 422, each with
+    the where/problem/fix message as the response's ``detail`` and in the server log."""
+    from fastapi import HTTPException
+
+    try:
+        if isinstance(request.get("image"), str):
+            image_path(datastore, request["image"])
+        return infer(request, datastore)
+    except Exception as e:  # noqa: BLE001 - only input errors get the short answer, anything else goes on
+        cause = find_input_error(e)
+        if cause is None:
+            raise
+        logger.error(f"infer request {request.get('model')!r} refused: {cause}")
+        unknown = cause.where.startswith("request: image ")
+        raise HTTPException(status_code=404 if unknown else 422, detail=str(cause)) from e
 
 
 def _nucleus_rows(csv_path: Path) -> list[dict]:

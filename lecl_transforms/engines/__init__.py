@@ -13,6 +13,7 @@ from .config import (
     latest_checkpoint,
     run_parameters,
 )
+from .distributed import close_process_group, close_process_group_on_error
 from .plan import cache_split, log_training_plan, resolve_patches_per_epoch, training_plan
 from .model_values import ARGMAX, resolve_model_pixel_size, resolve_postprocessing
 from .pipeline import PIPELINE_KEYS, StackPipeline
@@ -29,5 +30,6 @@ __all__ = [
     "resolve_patches_per_epoch", "cache_split", "training_plan", "log_training_plan", "TARGET_KEYS", "LECLTrainer",
     "PrepareTrainBatch", "PrepareValBatch", "loss_term_metrics", "lower_is_better", "StackPredictor", "CompiledOrEager",
     "inference_entries", "PREDICT_MANIFEST", "SUMMARY_NAME", "ERROR_LOG_NAME", "StackPipeline", "PIPELINE_KEYS",
-    "resolve_postprocessing", "resolve_model_pixel_size", "ARGMAX",
+    "resolve_postprocessing", "resolve_model_pixel_size", "ARGMAX", "close_process_group_on_error",
+    "close_process_group",
 ]

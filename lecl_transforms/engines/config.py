@@ -47,15 +47,28 @@ def bundle_config(name: str) -> str:
 
 
 def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str:
-    """The newest full training checkpoint in ``ckpt_dir`` (for ``resume``); ``""`` when none and not ``required``
-    (bundle configs resolve this path even when they do not resume)."""
+    """The newest complete full training checkpoint in ``ckpt_dir`` (for ``resume``); ``""`` when none and not
+    ``required`` (bundle configs resolve this path even when they do not resume).
+
+    MONAI's ``CheckpointSaver`` writes in place (not atomically): a run killed hard while saving leaves a file cut
+    short. ``torch.save`` writes a zip archive whose directory comes last, so such a file is no zip; it is passed
+    over (with a warning) for the newest complete one."""
+    import logging
+    import zipfile
+
     found = sorted(glob.glob(os.path.join(ckpt_dir, "*checkpoint*.pt")), key=os.path.getmtime)
-    if not found and not required:
+    complete = [path for path in found if zipfile.is_zipfile(path)]
+    for path in found[found.index(complete[-1]) + 1 if complete else 0:]:
+        logging.getLogger(__name__).warning(f"{path} is incomplete (the run was stopped while saving it): resuming "
+                                            "from the newest complete checkpoint before it")
+    if not complete and not required:
         return ""
-    if not found:
-        raise input_error(f"config: resume (ckpt_dir {ckpt_dir})", "no training checkpoint to resume from",
+    if not complete:
+        problem = "no training checkpoint to resume from" if not found else \
+            f"no complete training checkpoint to resume from ({', '.join(found)} cut short while being saved)"
+        raise input_error(f"config: resume (ckpt_dir {ckpt_dir})", problem,
                           "run the training once without --resume, or point ckpt_dir at the earlier run's models")
-    return found[-1]
+    return complete[-1]
 
 
 def checkpoint_epoch(path: str) -> int:

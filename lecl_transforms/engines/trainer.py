@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
 from collections.abc import Mapping
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Events
 from ignite.metrics import Average, Metric
 from monai.engines import SupervisedTrainer
+
+from ..errors import LECLInterrupted
 
 __all__ = [
     "TARGET_KEYS",
@@ -90,12 +98,23 @@ def _fallback_message(error: Exception) -> None:
 class LECLTrainer(SupervisedTrainer):
     """``SupervisedTrainer`` that tells the loss the epoch (contrast warm-up), keeps every loss term in
     ``engine.state.output["loss_terms"]`` for logging, and calls each of ``on_failure`` (e.g. marking the MLflow runs
-    FAILED) when :meth:`run` raises, before the error goes on."""
+    FAILED) when :meth:`run` raises, before the error goes on.
+
+    Ctrl-C (SIGINT) or SIGTERM during :meth:`run` stops the training cleanly: the iteration under way finishes (every
+    process of a DDP run stops at the same one), ``engine.state.stop_signal`` names the signal and the run ends with
+    ``Events.TERMINATE`` (a handler such as :class:`~lecl_transforms.handlers.InterruptCheckpoint` saves what to resume
+    from) and without ``Events.COMPLETED`` (no final model, calibration or final validation of an unfinished run);
+    then each of ``on_interrupt`` is called (MLflow runs marked KILLED), one line says what was saved and how to go
+    on, and the process ends with status 130 (:class:`~lecl_transforms.errors.LECLInterrupted`). A second Ctrl-C stops
+    at once, saving nothing."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_failure: list = []
+        self.on_interrupt: list = []
+        self._signalled: str | None = None
         self.add_event_handler(Events.EPOCH_STARTED, self._announce_contrast)
+        self.add_event_handler(Events.ITERATION_COMPLETED, self._stop_if_signalled)
 
     def _announce_contrast(self, engine) -> None:
         """Say in the log when the contrast terms switch on: loss_total jumps then, by design, not by divergence."""
@@ -106,12 +125,71 @@ class LECLTrainer(SupervisedTrainer):
                              "does not")
 
     def run(self) -> None:
+        self._signalled = None
+        self.state.stop_signal = None
+        with self._signals_stop_cleanly():
+            try:
+                super().run()
+            except BaseException:
+                for callback in self.on_failure:
+                    callback()
+                raise
+        if self.state.stop_signal:
+            self._end_interrupted()
+
+    # -- stopping on Ctrl-C -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _signals_stop_cleanly(self):
+        """SIGINT and SIGTERM ask the run to stop after the iteration under way (only the main thread can handle
+        signals: elsewhere, e.g. a training run inside a server's worker thread, they keep their usual meaning)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._on_signal)
         try:
-            super().run()
-        except BaseException:
-            for callback in self.on_failure:
-                callback()
-            raise
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signalled is not None:
+            # Ctrl-C twice: stop now, without saving. A SIGTERM after the Ctrl-C is torchrun passing the Ctrl-C on
+            # to its workers (it gives them time to exit): the clean stop goes on
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self._signalled = signal.Signals(signum).name
+        # os.write, not logging: a signal handler may run while the logging lock is held
+        os.write(2, f"\n{self._signalled} received: training stops after the current iteration and saves a checkpoint "
+                    "to resume from (Ctrl-C again stops at once, saving nothing)\n".encode())
+
+    def _stop_if_signalled(self, engine) -> None:
+        asked = self._signalled is not None
+        if idist.get_world_size() > 1:  # every process stops after the same iteration (else DDP waits forever)
+            asked = bool(idist.all_reduce(int(asked)))
+        if asked:
+            engine.state.stop_signal = self._signalled or "a signal to another process"
+            engine.terminate(skip_completed=True)
+
+    def _end_interrupted(self) -> None:
+        for callback in self.on_interrupt:
+            callback()
+        state = self.state
+        saved = getattr(state, "interrupt_checkpoint", None)
+        where = f"saved {saved}" if saved else "nothing saved beyond the last epoch's checkpoint"
+        epochs, into = divmod(state.iteration, state.epoch_length)
+        progress = f"{epochs} complete epoch(s)" + (f" and {into} of {state.epoch_length} iterations" if into else "")
+        message = (f"training stopped by {state.stop_signal} after {progress} (iteration {state.iteration}): "
+                   f"{where}; run the same command with --resume true to continue")
+        if idist.get_rank() == 0:
+            print(message, file=sys.stderr, flush=True)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every process stops here together; an open gloo group would abort the exit (SIGABRT) instead of 130
+            torch.distributed.destroy_process_group()
+        raise LECLInterrupted(message)
 
     def _iteration(self, engine, batchdata: dict[str, torch.Tensor]) -> dict:
         if hasattr(self.loss_function, "set_epoch"):

@@ -75,7 +75,8 @@ def attach_mlflow(trainer: Engine, evaluator: Engine | None, train_handler: MLFl
                   configured: Sequence = ()) -> list[MLFlowHandler]:
     """Attach the bundle's MLflow handlers, unless ``--tracking mlflow`` already put MONAI's among the ``configured``
     handlers of the engines (then give those the run parameters instead). Either way, a training run that raises
-    marks these MLflow runs FAILED (through the trainer's ``on_failure``). Returns the handlers that log this run."""
+    marks these MLflow runs FAILED (through the trainer's ``on_failure``), one stopped by Ctrl-C KILLED (its
+    ``on_interrupt``). Returns the handlers that log this run."""
     handlers = mlflow_handlers(configured)
     if handlers:
         for handler in handlers:
@@ -88,18 +89,20 @@ def attach_mlflow(trainer: Engine, evaluator: Engine | None, train_handler: MLFl
             handlers.append(val_handler)
     if hasattr(trainer, "on_failure"):
         trainer.on_failure.append(lambda: mark_runs_failed(handlers))
+    if hasattr(trainer, "on_interrupt"):
+        trainer.on_interrupt.append(lambda: mark_runs_failed(handlers, "KILLED"))
     return handlers
 
 
-def mark_runs_failed(handlers: Sequence[MLFlowHandler]) -> None:
-    """Mark every open MLflow run of ``handlers`` FAILED (the next run starts clean); runs of engines that never
-    started (no MLflow run yet) are left alone."""
+def mark_runs_failed(handlers: Sequence[MLFlowHandler], status: str = "FAILED") -> None:
+    """Mark every open MLflow run of ``handlers`` FAILED (or ``status``: KILLED for a run stopped by Ctrl-C; the next
+    run starts clean); runs of engines that never started (no MLflow run yet) are left alone."""
     from mlflow.entities import RunStatus
 
     for handler in handlers:
         run = getattr(handler, "cur_run", None)
         if run is not None:
-            handler.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            handler.client.set_terminated(run.info.run_id, RunStatus.to_string(getattr(RunStatus, status)))
             handler.cur_run = None
 
 

@@ -127,6 +127,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        # every file is written under a temporary name and renamed when complete: nothing half-written remains
+        resume = " (lecl predict: --resume finishes the run, keeping the stacks already complete)" \
+            if args.command == "predict" else ""
+        print(f"interrupted (Ctrl-C){resume}", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - only input errors are reported briefly, anything else is re-raised
         cause = find_input_error(e)
         if cause is not None:

@@ -54,6 +54,9 @@ def add_predict_parser(sub) -> None:
                    "slice bridged, fragments absorbed), overlap (mutual-best overlap) or projection (published code)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the first GPU if any, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier lecl predict output in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted lecl predict into --out: stacks whose outputs are complete are kept, "
+                   "the others predicted (same stacks, model and settings as that run, else refused)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -71,14 +74,15 @@ def _device(name: str) -> str:
 
 
 def run_predict(out, *, image=None, datalist=None, section: str | None = None, input_dir=None, checkpoint=None,
-                overwrite: bool = False, progress: bool | None = None, **keys) -> None:
+                overwrite: bool = False, resume: bool = False, progress: bool | None = None, **keys) -> None:
     """``inference.json`` through MONAI's bundle runner; ``keys``: any other config key (``nuclei_channel=2``).
-    Only what is given is passed: a key left ``None`` (and ``overwrite`` left ``False``) keeps the config's value."""
+    Only what is given is passed: a key left ``None`` (and ``overwrite``, ``resume`` left ``False``) keeps the config's
+    value."""
     from .bundle import run_bundle
 
     overrides = {"datalist": datalist, "section": section, "image": image, "input_dir": input_dir,
                  "output_dir": str(Path(out).resolve()), "progress": progress, **keys,
-                 "overwrite": True if overwrite else None,
+                 "overwrite": True if overwrite else None, "resume": True if resume else None,
                  "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None}
     run_bundle("inference", "inference.json", **{k: v for k, v in overrides.items() if v is not None})
 
@@ -93,7 +97,7 @@ def cmd_predict(args) -> int:
     if args.device:
         keys["device"] = _device(args.device)
     run_predict(args.out, image=args.image, datalist=args.datalist, section=args.section, input_dir=args.input_dir,
-                checkpoint=args.checkpoint, overwrite=args.overwrite, **keys)
+                checkpoint=args.checkpoint, overwrite=args.overwrite, resume=args.resume, **keys)
     print(f"predictions: {Path(args.out)} (*_pred.csv, *_instances.tif, *_classes.tif, *_pred_qc.png, "
           "*_pred.geojson, predict_summary.json, summary.csv)")
     return 0

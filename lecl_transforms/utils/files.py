@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import input_error
 
-__all__ = ["atomic_path", "write_json", "check_out_dir", "check_out_files", "make_dirs", "remove_empty_dirs",
+__all__ = ["atomic_path", "write_json", "plain_json", "sha256_of", "check_out_dir", "check_out_files", "make_dirs",
+           "remove_empty_dirs",
            "write_manifest", "read_manifest", "remove_stale"]
 
 
@@ -67,6 +68,22 @@ def write_json(path, content) -> Path:
     return path
 
 
+def plain_json(content):
+    """``content`` as it reads back from a JSON file (tuples become lists, numpy values and paths plain values):
+    what a run records can be compared with what a later run computes."""
+    return json.loads(json.dumps(content, default=_json_default))
+
+
+def sha256_of(path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file's bytes (read in chunks: model files can be large)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 # -- the output-folder guard -------------------------------------------------------------------------------------------
 
@@ -100,11 +117,13 @@ def read_manifest(path: Path) -> dict:
 
 
 def check_out_dir(out, *, command: str, manifest: str, overwrite: bool = False, inputs: Iterable = (),
-                  targets: Iterable = (), option: str = "--out") -> dict | None:
+                  targets: Iterable = (), option: str = "--out", resume_option: str | None = None) -> dict | None:
     """Refuse ``out`` unless ``command`` may write there; writes nothing. Returns the earlier manifest (or None).
 
     ``inputs``: files the command reads (``out`` must be neither their folder nor an ancestor of it). ``targets``:
-    files it will write; with ``--overwrite`` each one that exists must be listed in the earlier manifest."""
+    files it will write; with ``--overwrite`` each one that exists must be listed in the earlier manifest.
+    ``resume_option``: the command's option that continues an earlier output (named in the refusal's fix); a command
+    that resumes passes ``overwrite=True`` after checking the earlier output is its own to continue."""
     out = Path(out)
     where = f"{option} {out}"
     if out.exists() and not out.is_dir():
@@ -125,8 +144,10 @@ def check_out_dir(out, *, command: str, manifest: str, overwrite: bool = False, 
             raise input_error(where, f"holds files lecl did not write (no {manifest} from an earlier {command})",
                               f"choose a new or empty {option} folder (nothing of yours is overwritten)")
         if not overwrite:
+            resume = f", {resume_option} to finish it (only stacks without complete outputs are redone)" \
+                if resume_option else ""
             raise input_error(where, f"holds an earlier {command} output",
-                              f"pass --overwrite to replace it, or choose a new {option}")
+                              f"pass --overwrite to replace it{resume}, or choose a new {option}")
         earlier = read_manifest(out / manifest)
         recorded = earlier.get("files")
         for target in targets:
