@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_also_after_a_hard_kill(t
     # next epoch's checkpoint (MONAI's CheckpointSaver writes in place: the file is cut short)
     interrupted = int(saved[2])
     epoch = interrupted // 2 + 1  # the epoch the interrupted run was in
+    shutil.copy2(saved[1], tmp_path / "interrupted.pt")
     with open(tmp_path / "run2.log", "w") as log:
         process = start_training(tmp_path, *args, "--resume", "true", log=log)
         wait_for(stage0 / f"checkpoint_epoch={epoch}.pt", process)
@@ -127,6 +129,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_also_after_a_hard_kill(t
     cut = stage0 / f"checkpoint_epoch={epoch}.pt"
     with open(cut, "r+b") as f:  # whether or not the kill came while writing it: make it the cut-short case
         f.truncate(min(cut.stat().st_size, 4096))
+    if not os.path.isfile(saved[1]):  # the kill came after the epoch's checkpoint was whole (and the interrupted one
+        shutil.copy2(tmp_path / "interrupted.pt", saved[1])  # deleted): put back what a kill while saving leaves
 
     # after the hard kill: --resume true passes over the cut file, continues from the newest complete checkpoint (the
     # interrupted one, mid-epoch) and completes
