@@ -23,7 +23,8 @@ CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"  # the zoo's schema (tests/data/README.md)
 SHIPPED = BUNDLE / "models" / "model.pt"
 #: the config sets users run (later files override earlier ones)
-CONFIG_SETS = [("train.json",), ("train.json", "quick.json"), ("train.json", "multi_gpu_train.json"),
+CONFIG_SETS = [("train.json",), ("train.json", "quick.json"), ("train.json", "cpu.json"),
+               ("train.json", "multi_gpu_train.json"),
                ("inference.json",), ("inference.json", "multi_gpu_inference.json"), ("evaluate.json",)]
 MONAI_LABEL_KEYS = ("network_def", "preprocessing", "inferer", "postprocessing", "device", "bundle_root")
 
@@ -111,6 +112,46 @@ def test_every_config_loads_and_every_reference_is_defined(names):
         parser["bundle_root"] = str(BUNDLE)
         for key in ("network_def", "preprocessing", "inferer", "postprocessing"):
             assert parser.get_parsed_content(key) is not None
+
+
+def _training_parser(*names, **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / n) for n in names])
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def test_cpu_recipe_resolves_to_what_it_says(tmp_path):
+    """cpu.json, layered on train.json: the compact network, 8x the quick recipe's optimiser steps, the learning rate
+    step, the contrast start, inference-path validation picking model.pt, the calibration grid, the weak label with
+    Voronoi-border background; built objects, not just the JSON."""
+    from lecl_transforms.networks import HoVerNetSCL
+    from lecl_transforms.transforms import resolve_rules
+
+    cpu = _training_parser("train.json", "cpu.json", bundle_root=str(tmp_path))
+    quick = _training_parser("train.json", "quick.json", bundle_root=str(tmp_path))
+    network = cpu.get_parsed_content("network_def")
+    assert isinstance(network, HoVerNetSCL)
+    assert sum(p.numel() for p in network.parameters()) < 1e6  # width 0.125: CPU-sized, not the 37.6M full width
+
+    def steps(parser):
+        patches = parser.get_parsed_content("patches_per_epoch")
+        return parser.get_parsed_content("epochs") * patches // parser.get_parsed_content("batch_size")
+
+    assert steps(cpu) == 8 * steps(quick) == 192
+    assert cpu.get_parsed_content("patch_size") == quick.get_parsed_content("patch_size") == 128
+    scheduler = cpu.get_parsed_content("lr_scheduler")
+    assert scheduler.step_size == 36 and scheduler.optimizer.param_groups[0]["lr"] == 1e-3
+    assert cpu.get_parsed_content("loss_def").contrast_start_epoch == 6
+    flags = cpu.get_parsed_content("flags")
+    assert flags["val_inference_metrics"] and flags["calibrate"]
+    assert cpu.get_parsed_content("val_key_metric") == "val_stack_macro_f1"  # picks model.pt
+    assert cpu.get_parsed_content("calibration_grid")["np_threshold"] == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert resolve_rules(cpu.get_parsed_content("rules")).voronoi_background == 2
+    assert cpu.get_parsed_content("num_workers") == 0
 
 
 def test_ckpt_export_torchscript_gives_the_eager_outputs(tmp_path):

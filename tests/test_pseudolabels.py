@@ -290,3 +290,41 @@ def test_one_percentile_normalisation_serves_every_caller():
     np.testing.assert_allclose(ChannelComposite(percentiles=(1, 99)).scale(img), per_channel, rtol=1e-6)
     ref = P.normalize_percentiles(img, (0, 100), reference=img * 2)
     np.testing.assert_allclose(ref, np.clip((img - 2 * img.min()) / (2 * np.ptp(img)), 0, 1), atol=1e-6)
+
+
+def test_voronoi_border_band_hand_computed():
+    cells = np.zeros((6, 10), np.int32)
+    cells[:, :5], cells[:, 5:] = 1, 2  # one vertical border between columns 4 and 5
+    band = P.voronoi_border_band(cells, 2)
+    assert band[:, 4].all() and band[:, 5].all() and band.sum() == 12  # one pixel on each side
+    wide = P.voronoi_border_band(cells, 4)
+    assert wide[:, 3:7].all() and wide.sum() == 24  # one more on each side
+    assert not P.voronoi_border_band(np.ones((6, 10), np.int32), 2).any()  # one cell: no border
+
+
+def _touching_pair():
+    """Two bright touching disks (radius 8, centres 16 px apart) on a dark field, one click each: dense tissue in
+    miniature, no pixel farther than the background margin from a click between them."""
+    yy, xx = np.mgrid[:40, :48]
+    points = np.array([[20, 16], [20, 32]])
+    image = np.full((40, 48), 10.0)
+    for y, x in points:
+        image[np.hypot(yy - y, xx - x) <= 8] = 200.0
+    cells = P.voronoi_cells(points, image.shape)
+    return image, points, cells
+
+
+def test_three_region_label_marks_voronoi_borders_background():
+    image, points, cells = _touching_pair()
+    label, instances = P.three_region_label(image, points, cells, RULES["robust"])
+    assert RULES["robust"].voronoi_background == 2 and RULES["paper"].voronoi_background == 0
+    border = np.flatnonzero(cells[20, 1:] != cells[20, :-1])[0]  # the cells meet between columns border, border + 1
+    assert 23 <= border <= 24
+    gap = (slice(14, 27), slice(border, border + 2))
+    assert (label[gap] == 0).all()  # the border columns between the two nuclei: background
+    assert (instances[gap] == 0).all() and set(np.unique(instances)) == {0, 1, 2}
+    assert (label[20, 12:20] == 1).all() and (label[20, 28:36] == 1).all()  # the cores stay nucleus
+    # the cluster label alone (the paper's) leaves the gap between the nuclei unlabelled: never background
+    literal, _ = P.three_region_label(image, points, cells, replace(RULES["robust"], voronoi_background=0))
+    assert (literal[gap] != 0).all()
+    assert ((literal == 0) | (label == 0)).sum() > (literal == 0).sum()

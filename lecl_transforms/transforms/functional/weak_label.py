@@ -14,6 +14,7 @@ __all__ = [
     "labelled_dilation",
     "refine_per_cell",
     "three_region_label",
+    "voronoi_border_band",
 ]
 
 
@@ -85,6 +86,19 @@ def refine_per_cell(labels: np.ndarray, dilate: float = 5, erode: float = 7) -> 
     return out
 
 
+def voronoi_border_band(cells: np.ndarray, width: float) -> np.ndarray:
+    """Pixels within a band of ``width`` px along the borders between different labels of ``cells`` (Y, X).
+
+    Width 2 (or less) is the pixels of each cell that touch another cell (one on each side of the border); wider
+    bands grow that by ``(width - 2) / 2`` px on each side."""
+    from skimage.segmentation import find_boundaries
+
+    band = find_boundaries(cells, connectivity=1, mode="inner")
+    if width > 2:
+        band = ndimage.distance_transform_edt(~band) <= (width - 2) / 2
+    return band
+
+
 # -- the 2D three-region label (Qu et al. 2019, as used by LECL) and HoVer-Net targets ---------------------------------
 def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.ndarray,
                        rules: PseudoLabelRules = RULES["robust"], seed: int = 0, min_size: int = 30,
@@ -99,6 +113,8 @@ def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.nd
     only background-cluster pixels outside refined nuclei and farther than ``background_margin`` from any point.
     Returns ``(label (Y, X) uint8, instances (Y, X) int32 = nuclei region ∩ Voronoi cells, id = cell id)``, plus the
     clicks' :func:`cluster_agreement` on this 2D clustering with ``return_agreement``.
+    A ``rules.voronoi_background`` > 0 also marks the band of that width along the borders between Voronoi cells as
+    background (over refined nuclei too, so touching nuclei get a gap; see :func:`voronoi_border_band`).
     """
     points_yx = np.asarray(points_yx, int).reshape(-1, 2)
     distance = distance_to_points(points_yx, nuclei2d.shape, (1.0, 1.0))
@@ -111,6 +127,10 @@ def three_region_label(nuclei2d: np.ndarray, points_yx: np.ndarray, cells: np.nd
     label = np.full(nuclei2d.shape, 255, np.uint8)
     label[(clusters == background_idx) & (refined == 0) & (distance > background_margin)] = 0
     label[refined > 0] = 1
+    if rules.voronoi_background > 0:
+        band = voronoi_border_band(cells, rules.voronoi_background)
+        label[band] = 0
+        refined = np.where(band, 0, refined)
     # instances = nuclei region ∩ Voronoi cell: a refined nucleus may spill a few pixels over its cell border
     instances = np.where(refined > 0, cells, 0).astype(np.int32)
     if return_agreement:
