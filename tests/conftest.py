@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SPACING = (2.0, 0.5, 0.5)  # dz, dy, dx in um
 CONFIGS = REPO / "bundle" / "configs"
 QUICK = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'quick.json'}']"
+SHIPPED = REPO / "bundle" / "models" / "model.pt"
 
 
 def bundle_run(bundle_root, *overrides, config=QUICK, launcher=(sys.executable,), timeout=600):
@@ -22,6 +23,21 @@ def bundle_run(bundle_root, *overrides, config=QUICK, launcher=(sys.executable,)
            "--bundle_root", str(bundle_root), *overrides]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def stacks_for_the_shipped_model(root: Path, n_images: int, size_yx: int, z_slices: int, seed: int = 5) -> Path:
+    """Write ``n_images`` small clean synthetic stacks (``size_yx`` square, ``z_slices`` slices) under ``root/data``
+    for a test that predicts them with the shipped model; the test is skipped when that model is not in the checkout.
+    Returns the folder of the stacks."""
+    from dataclasses import replace
+
+    from lecl_transforms.data import REGIMES, write_dataset
+
+    if not SHIPPED.is_file():
+        pytest.skip("bundle/models/model.pt is not in this checkout")
+    cfg = replace(REGIMES["clean"], size_yx=size_yx, z_slices=(z_slices, z_slices))
+    write_dataset(root / "data", n_images=n_images, seed=seed, cfg=cfg)
+    return root / "data" / "images"
 
 
 def make_czyx(shape=(2, 5, 16, 20), seed=0) -> np.ndarray:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO
+from conftest import REPO, stacks_for_the_shipped_model
 from lecl_transforms.data.prediction_writer import (
     CSV_COLUMNS,
     SUMMARY_CSV_COLUMNS,
@@ -21,7 +20,6 @@ from lecl_transforms.data.prediction_writer import (
     write_summary_csv,
 )
 
-SHIPPED = REPO / "bundle" / "models" / "model.pt"
 SPACING = (1.0, 0.5, 0.5)  # the clean regime: pixel 0.5 um, 2x anisotropy
 
 
@@ -53,14 +51,10 @@ def test_stack_figures_and_summary_csv_hand_computed(tmp_path):
 
 @pytest.fixture(scope="module")
 def predicted(tmp_path_factory):
-    from lecl_transforms.data import REGIMES, write_dataset
     from lecl_transforms.tools.cli import main
 
-    if not SHIPPED.is_file():
-        pytest.skip("bundle/models/model.pt is not in this checkout")
     root = tmp_path_factory.mktemp("measure")
-    write_dataset(root / "data", n_images=1, seed=5, cfg=replace(REGIMES["clean"], size_yx=96, z_slices=(6, 6)))
-    stack = root / "data" / "images" / "synth_000.tif"
+    stack = stacks_for_the_shipped_model(root, n_images=1, size_yx=96, z_slices=6) / "synth_000.tif"
     assert main(["predict", "--image", str(stack), "--out", str(root / "out"), "--device", "cpu"]) == 0
     return stack, root / "out"
 

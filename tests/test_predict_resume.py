@@ -8,15 +8,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import replace
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import SHIPPED, stacks_for_the_shipped_model
 from lecl_transforms.tools.cli import main
 
-SHIPPED = REPO / "bundle" / "models" / "model.pt"
 STACKS = ("synth_000", "synth_001", "synth_002")
 OUTPUTS = ("_pred.csv", "_instances.tif", "_classes.tif", "_pred_qc.png", "_pred.geojson")
 
@@ -24,13 +22,8 @@ OUTPUTS = ("_pred.csv", "_instances.tif", "_classes.tif", "_pred_qc.png", "_pred
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     """Three stacks predicted once (the reference), in a folder each test copies."""
-    from lecl_transforms.data import REGIMES, write_dataset
-
-    if not SHIPPED.is_file():
-        pytest.skip("bundle/models/model.pt is not in this checkout")
     root = tmp_path_factory.mktemp("resume")
-    write_dataset(root / "data", n_images=3, seed=5, cfg=replace(REGIMES["clean"], size_yx=64, z_slices=(4, 4)))
-    images = root / "data" / "images"
+    images = stacks_for_the_shipped_model(root, n_images=3, size_yx=64, z_slices=4)
     assert main(["predict", "--input-dir", str(images), "--out", str(root / "out"), "--device", "cpu"]) == 0
     return images, root / "out"
 
