@@ -28,6 +28,7 @@ from .hovernet_post import HoVerNetPostProcess, HoVerNetPostProcessd
 from .io import SavePredictions, SavePredictionsd
 from .link_slices import LinkSlices, LinkSlicesd
 from .rules import RULES, PseudoLabelRules, resolve_rules
+from .slice_views import RandSliceViewd, SliceViews, SliceViewsd
 from .targets import HoVerNetTargets, HoVerNetTargetsd, ThreeRegionLabel, ThreeRegionLabeld
 from .utils import IGNORE
 
@@ -36,6 +37,7 @@ __all__ = [
     "PointDistanceMap", "PointDistanceMapd", "NucleiMask3D", "NucleiMask3Dd", "VoronoiCells", "VoronoiCellsd",
     "SliceSets", "SliceSetsd", "ExtendedMIP", "ExtendedMIPd", "MaxIntensityProjection", "MaxIntensityProjectiond",
     "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd", "pseudo_label_transforms",
+    "SliceViews", "SliceViewsd", "RandSliceViewd",
     "PseudoLabelRules", "RULES", "resolve_rules", "IGNORE", "ClickPlacementCheck", "ClickPlacementCheckd",
     "SliceSetCheck", "SliceSetCheckd", "check_channel_indices", "check_distinct_channels",
     "HoVerNetPostProcess", "HoVerNetPostProcessd", "LinkSlices", "LinkSlicesd", "SavePredictions", "SavePredictionsd",
