@@ -232,3 +232,18 @@ def test_bundle_runs_from_a_copy_with_the_package_from_a_built_wheel(tmp_path):
                          env={**os.environ, **env, "LECL_BUNDLE": str(bundle)})
     assert run.returncode == 0, run.stderr[-3000:]
     assert (elsewhere / "pred2" / "predict_summary.json").is_file()
+
+
+@pytest.mark.parametrize("stage, init_checkpoint, given, frozen", [
+    (0, None, None, False),  # no pretrained encoder weights exist offline: a random encoder is trained, not frozen
+    (0, "weights.pt", None, True),  # stage 0 from loaded weights: the paper's frozen encoder
+    (1, None, None, False),
+    (0, None, True, True),  # the paper's literal stage 0, asked for on the command line
+])
+def test_stage_0_freezes_only_an_encoder_whose_weights_were_loaded(tmp_path, stage, init_checkpoint, given, frozen):
+    overrides = {"bundle_root": str(tmp_path), "stage": stage, "init_checkpoint": init_checkpoint}
+    if given is not None:
+        overrides["freeze_encoder"] = given
+    network = _training_parser("train.json", **overrides).get_parsed_content("network_def")
+    encoder = [p.requires_grad for n, p in network.named_parameters() if n.startswith(("conv0.", "res_blocks."))]
+    assert encoder and all(not g for g in encoder) == frozen and all(encoder) == (not frozen)

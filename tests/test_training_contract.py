@@ -181,3 +181,20 @@ def test_a_crashed_run_is_marked_failed_and_the_next_run_trains(tmp_path, datali
     assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
     assert (tmp_path / "models" / "stage0" / "model_final.pt").is_file()
     assert torch.load(tmp_path / "models" / "stage0" / "model_final.pt", weights_only=True)["trainer"]["iteration"] == 2
+
+
+def test_slice_views_draw_single_slices_with_their_own_labels(tmp_path, datalist):
+    """slice_view_share 1: every patch is one z-slice of its stack (scaled as inference scales slices), its label
+    holding fewer nucleus pixels than the EMIP's (tips cut, nuclei of other depths absent); 0: the EMIP only."""
+    wf = workflow(tmp_path, datalist, batch_size=4, samples_per_image=2, patches_per_epoch=8, slice_view_share=1.0)
+    wf.initialize()
+    cached, per_draw = cache_split(wf.parser.get_parsed_content("train#preprocessing"))
+    assert "SliceViewsd" in cached and per_draw[0] == "RandSliceViewd"
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
+    assert batch["emip"].shape == (4, 3, 64, 64) and float(batch["target_np"].sum()) > 0
+    emip_only = workflow(tmp_path / "e", datalist, batch_size=4, samples_per_image=2, patches_per_epoch=8)
+    emip_only.initialize()
+    cached, per_draw = cache_split(emip_only.parser.get_parsed_content("train#preprocessing"))
+    assert "SliceViewsd" not in cached and "RandSliceViewd" not in per_draw
+    emip_batch = next(iter(emip_only.parser.get_parsed_content("train#dataloader")))
+    assert float(batch["target_np"].mean()) < float(emip_batch["target_np"].mean())
