@@ -60,7 +60,7 @@ class NucleiMarkerChannels(Transform):
                     f"check {name}: it should index the {'nuclei (e.g. DAPI)' if i == 0 else 'marker'} channel",
                 )
         check_distinct_channels(out[0], out[1], source, self.allow_suspicious_input)
-        check_nuclei_structure(out[0], source, self.allow_suspicious_input)
+        check_nuclei_structure(out[0], source, self.allow_suspicious_input, channel=picked[0], image=img)
         return out
 
 
