@@ -286,6 +286,18 @@ def test_predict_refuses_swapped_channels_of_a_datalist_with_clicks(tmp_path, ca
     assert (tmp_path / "q" / "synth_002_pred.csv").is_file()
 
 
+def test_predict_refuses_swapped_channels_of_a_stack_without_clicks(tmp_path, capsys, synth_dir):
+    """lecl predict --image has no clicks: swapped channel options are caught from the image alone, before the
+    network runs on the stack, with the options to fix and the override (--allow-suspicious-input, as for
+    lecl prepare)."""
+    image = synth_dir / "images" / "synth_002.tif"
+    _refused(capsys, ["predict", "--image", str(image), "--nuclei-channel", "1", "--marker-channel", "0", "--out",
+                      str(tmp_path / "p")], "synth_002.tif (config: nuclei_channel / marker_channel)",
+             "channels look swapped (judged from the image, no clicks)", "--nuclei-channel/--marker-channel",
+             "--allow-suspicious-input")
+    assert not list((tmp_path / "p").glob("*_pred.csv"))
+
+
 def test_predict_refuses_a_nuclei_channel_of_noise(tmp_path, capsys, synth_dir):
     """A 5-channel stack whose default channels 0 and 1 hold camera noise (its nuclei and marker are channels 3 and
     4): refused with the channel option to fix; with the right channels it is predicted."""
@@ -298,7 +310,8 @@ def test_predict_refuses_a_nuclei_channel_of_noise(tmp_path, capsys, synth_dir):
     tifffile.imwrite(five, np.concatenate([noise, image], axis=1), imagej=True, resolution=(2, 2),
                      metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "um"})
     _refused(capsys, ["predict", "--image", str(five), "--out", str(tmp_path / "p")], "five.tif",
-             "(config: nuclei_channel)", "looks like pixel noise", "--nuclei-channel")
+             "(config: nuclei_channel)", "nuclei channel (channel 0) looks like pixel noise",
+             "of the stack's 5 channels (0..4), those showing objects: 3, 4", "--nuclei-channel")
     assert not list((tmp_path / "p").glob("*_pred.csv"))
     assert main(["predict", "--image", str(five), "--out", str(tmp_path / "q"), "--nuclei-channel", "3",
                  "--marker-channel", "4"]) == 0
@@ -320,3 +333,24 @@ def test_predict_axes_names_the_axes_of_a_plain_tiff(tmp_path, capsys, synth_dir
     assert main(["predict", "--image", str(plain), "--out", str(tmp_path / "q"), "--axes", "ZCYX", *spacing]) == 0
     _refused(capsys, ["predict", "--image", str(flat), "--out", str(tmp_path / "r"), "--axes", "ZCYX", *spacing],
              "flat.tif", "no axes setting can split them", "hyperstack")
+
+
+def test_flat_tiff_is_refused_with_a_recipe_that_works(tmp_path, capsys, synth_dir):
+    """A flat (N, Y, X) TIFF with no metadata, N = Z * C: --axes cannot say how many channels, so lecl prepare (as
+    lecl predict) refuses it naming the reshape that re-saves it; the file re-saved that way is prepared."""
+    import numpy as np
+    import tifffile
+
+    array = tifffile.imread(synth_dir / "images" / "synth_002.tif")  # (Z, C, Y, X)
+    z, c, ny, nx = array.shape
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, array.reshape(z * c, ny, nx), metadata=None)
+    common = ["--points", str(synth_dir / "points" / "synth_002.csv"), "--spacing", "1", "0.5", "0.5"]
+    recipe = f"a.reshape(-1, C, {ny}, {nx}), imagej=True, metadata={{'axes': 'ZCYX'}}"
+    _refused(capsys, ["prepare", "--image", str(flat), "--axes", "ZCYX", "--out", str(tmp_path / "p"), *common],
+             "flat.tif", f"a flat (N, Y, X) stack ({z * c}, {ny}, {nx})", "axes 'ZCYX' names 4 axes", recipe)
+    a = tifffile.imread(flat)  # the recipe, with C = 2
+    tifffile.imwrite(tmp_path / "resaved.tif", a.reshape(-1, 2, ny, nx), imagej=True, metadata={"axes": "ZCYX"})
+    assert np.array_equal(tifffile.imread(tmp_path / "resaved.tif"), array)
+    assert main(["prepare", "--image", str(tmp_path / "resaved.tif"), "--out", str(tmp_path / "q"), *common]) == 0
+    assert (tmp_path / "q" / "resaved_emip.tif").is_file()
