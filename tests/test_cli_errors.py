@@ -286,16 +286,25 @@ def test_predict_refuses_swapped_channels_of_a_datalist_with_clicks(tmp_path, ca
     assert (tmp_path / "q" / "synth_002_pred.csv").is_file()
 
 
-def test_predict_refuses_swapped_channels_of_a_stack_without_clicks(tmp_path, capsys, synth_dir):
-    """lecl predict --image has no clicks: swapped channel options are caught from the image alone, before the
-    network runs on the stack, with the options to fix and the override (--allow-suspicious-input, as for
-    lecl prepare)."""
-    image = synth_dir / "images" / "synth_002.tif"
-    _refused(capsys, ["predict", "--image", str(image), "--nuclei-channel", "1", "--marker-channel", "0", "--out",
-                      str(tmp_path / "p")], "synth_002.tif (config: nuclei_channel / marker_channel)",
+def test_predict_refuses_swapped_channels_of_a_stack_without_clicks(tmp_path, capsys):
+    """lecl predict --image has no clicks: a stack whose marker is channel 0 and nuclei channel 1, predicted with the
+    default channels, is caught from the image alone before the network runs on it, with the options to fix and the
+    override; the right options, or --allow-suspicious-input, predict it."""
+    from conftest import write_imagej_zcyx
+
+    from lecl_transforms.data import generate_stack
+
+    s = generate_stack(replace(REGIMES["clean"], size_yx=64, z_slices=(6, 6)), 0, 0)
+    image = write_imagej_zcyx(tmp_path / "marker_first.tif", s.image[::-1].copy(), spacing=s.spacing)
+    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p")],
+             "marker_first.tif (config: nuclei_channel / marker_channel)",
              "channels look swapped (judged from the image, no clicks)", "--nuclei-channel/--marker-channel",
              "--allow-suspicious-input")
     assert not list((tmp_path / "p").glob("*_pred.csv"))
+    assert main(["predict", "--image", str(image), "--out", str(tmp_path / "q"), "--nuclei-channel", "1",
+                 "--marker-channel", "0"]) == 0
+    assert main(["predict", "--image", str(image), "--out", str(tmp_path / "r"), "--allow-suspicious-input"]) == 0
+    assert (tmp_path / "q" / "marker_first_pred.csv").is_file() and (tmp_path / "r" / "marker_first_pred.csv").is_file()
 
 
 def test_predict_refuses_a_nuclei_channel_of_noise(tmp_path, capsys, synth_dir):
