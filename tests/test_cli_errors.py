@@ -327,6 +327,27 @@ def test_predict_refuses_a_nuclei_channel_of_noise(tmp_path, capsys, synth_dir):
     assert (tmp_path / "q" / "five_pred.csv").read_text().count("\n") > 1  # nuclei found
 
 
+def test_a_nuclei_channel_of_smooth_noise_is_refused_too(tmp_path, capsys, synth_dir):
+    """Noise with a grain (binned or denoised empty channels) passes the neighbour test; it still shows nothing that
+    stands out of its background: lecl prepare and lecl predict refuse it, naming the channels that show objects."""
+    import numpy as np
+    import tifffile
+    from scipy import ndimage
+
+    image = tifffile.imread(synth_dir / "images" / "synth_002.tif")  # (Z, C, Y, X), spacing (1, 0.5, 0.5) um
+    noise = np.random.default_rng(0).poisson(110, (image.shape[0], 3, *image.shape[2:])).astype(np.float32)
+    noise = np.rint(ndimage.gaussian_filter(noise, (0, 0, 1.5, 1.5))).astype(np.uint16)
+    five = tmp_path / "five.tif"
+    tifffile.imwrite(five, np.concatenate([noise, image], axis=1), imagej=True, resolution=(2, 2),
+                     metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "um"})
+    expected = ("five.tif", "(config: nuclei_channel)", "nuclei channel (channel 0) looks like noise with no objects",
+                "those showing objects: 3, 4", "--nuclei-channel")
+    _refused(capsys, ["predict", "--image", str(five), "--out", str(tmp_path / "p")], *expected)
+    _refused(capsys, ["prepare", "--image", str(five), "--points", str(synth_dir / "points" / "synth_002.csv"),
+                      "--out", str(tmp_path / "q")], *expected)
+    assert not list((tmp_path / "p").glob("*_pred.csv")) and not list((tmp_path / "q").glob("*_emip.tif"))
+
+
 def test_predict_axes_names_the_axes_of_a_plain_tiff(tmp_path, capsys, synth_dir):
     """--axes is what a TIFF that stores its shape but not its axis names needs; a flat stack of planes is refused
     with the way to re-save it (no --axes can split it)."""

@@ -142,6 +142,31 @@ def test_nuclei_channel_of_pixel_noise_is_refused_and_real_stacks_pass(regime, p
     NucleiMarkerChannels(0, 2)(np.stack([*stack, noise]))  # a marker channel without any positive is valid
 
 
+@pytest.mark.parametrize("grain", [1.0, 2.0, 4.0])
+def test_nuclei_channel_of_smooth_noise_is_refused_and_textured_dim_stacks_show_objects(grain):
+    """Noise with a grain (and an illumination gradient) correlates between neighbours but nothing in it stands out
+    of its background; every real-looking nuclei channel (textured, dim, 8/16 bit, clean/dense, 8 photons) does."""
+    from scipy import ndimage
+
+    from lecl_transforms import generate_stack
+    from lecl_transforms.transforms import functional as F
+    from lecl_transforms.transforms.checks import neighbour_correlation, shows_objects
+
+    stack = generate_stack(replace(REGIMES["clean"], size_yx=96), 0, 0).image
+    rng = np.random.default_rng(0)
+    noise = ndimage.gaussian_filter(rng.poisson(120, stack.shape[1:]).astype(np.float32), (0, grain, grain))
+    noise = np.rint(noise + np.linspace(0, 3 * noise.std(), noise.shape[-1])).astype(np.uint16)
+    assert neighbour_correlation(noise) > 0.5 and F.structure_fraction(F.sample_slices(noise)) < 1e-3
+    err = _input_error(lambda: NucleiMarkerChannels(2, 1)(np.stack([*stack, noise])))
+    assert "channel 2) looks like noise with no objects" in err.problem
+    assert "of the stack's 3 channels (0..2), those showing objects: 0, 1" in err.problem
+    NucleiMarkerChannels(0, 2)(np.stack([*stack, noise]))  # an empty marker is valid
+    for regime in ("clean", "dense"):
+        for bits, contrast, photons in [(16, 1.0, 200), (8, 0.15, 200), (16, 0.3, 60)]:
+            assert shows_objects(_textured(regime, bits, contrast, photons)[0][0])[0]
+        assert shows_objects(generate_stack(replace(REGIMES[regime], size_yx=96, photons=8), 0, 0).image[0])[0]
+
+
 # -- clicks on the nuclei --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["swapped_channels", "xy_swapped", "micrometres"])
 def test_clicks_off_the_nuclei_or_swapped_channels_stop_unless_allowed(stacks, tmp_path, case):

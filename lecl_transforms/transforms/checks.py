@@ -29,6 +29,7 @@ __all__ = [
     "check_channel_indices",
     "check_distinct_channels",
     "check_nuclei_structure",
+    "shows_objects",
     "neighbour_correlation",
     "ClickPlacementCheck",
     "ClickPlacementCheckd",
@@ -109,30 +110,44 @@ def neighbour_correlation(channel) -> float:
     return (corr(rows[:, :-1], rows[:, 1:]) + corr(cols[:, :-1], cols[:, 1:])) / 2
 
 
-def check_nuclei_structure(nuclei, where, allow: bool = False, min_correlation: float = 0.05,
-                           channel: int | None = None, image=None) -> float:
-    """The nuclei channel must show objects, not pixel noise (an empty channel, e.g. the wrong index of a stack with
-    more channels): neighbouring voxels correlate at least ``min_correlation`` (:func:`neighbour_correlation`).
-    Not asked of the marker channel: a stack without any positive nucleus is valid. ``channel`` (its index) and
-    ``image`` (the whole ``(C, Z, Y, X)`` stack) let the message name the channels that do show objects. Returns the
-    correlation."""
-    corr = neighbour_correlation(nuclei)
+def shows_objects(channel, min_correlation: float = 0.05, min_structure: float = 0.002) -> tuple[bool, str]:
+    """Whether a channel ``(Z, Y, X)`` shows objects rather than noise, and the reading: neighbouring voxels correlate
+    at least ``min_correlation`` (:func:`neighbour_correlation`: not pixel noise) and at least ``min_structure`` of
+    its voxels stand out of the background (:func:`~.functional.structure_fraction`: not smooth noise either, e.g. of
+    a binned or denoised empty channel)."""
+    corr = neighbour_correlation(channel)
     if corr < min_correlation:
+        return False, (f"pixel noise with no objects (neighbouring voxels correlate {corr:.3f}; stacks with nuclei give "
+                       "about 0.1 or more, even very noisy ones)")
+    structure = F.structure_fraction(F.sample_slices(as_numpy(channel)))
+    if structure < min_structure:
+        return False, (f"noise with no objects ({structure:.2%} of its voxels stand out of the background by 6 "
+                       "standard deviations; stacks with nuclei give 2.5 % or more, even dim or noisy ones)")
+    return True, ""
+
+
+def check_nuclei_structure(nuclei, where, allow: bool = False, min_correlation: float = 0.05,
+                           min_structure: float = 0.002, channel: int | None = None, image=None) -> bool:
+    """The nuclei channel must show objects, not noise (an empty channel, e.g. the wrong index of a stack with more
+    channels): :func:`shows_objects`. Not asked of the marker channel: a stack without any positive nucleus is valid.
+    ``channel`` (its index) and ``image`` (the whole ``(C, Z, Y, X)`` stack) let the message name the channels that do
+    show objects. Returns whether it shows objects (False only when allowed)."""
+    fine, reading = shows_objects(nuclei, min_correlation, min_structure)
+    if not fine:
         which = f"channel {channel}" if channel is not None else "the channel"
         found = ""
         if image is not None:
             n = int(image.shape[0])
-            with_objects = [c for c in range(n) if c != channel and neighbour_correlation(image[c]) >= min_correlation]
+            with_objects = [c for c in range(n) if c != channel
+                            and shows_objects(image[c], min_correlation, min_structure)[0]]
             listed = ", ".join(str(c) for c in with_objects) if with_objects else "none"
             found = f"; of the stack's {n} channels (0..{n - 1}), those showing objects: {listed}"
         report_suspicious(f"{where} (config: nuclei_channel)",
-                          f"the nuclei channel ({which}) looks like pixel noise with no objects (neighbouring voxels "
-                          f"correlate {corr:.3f}; stacks with nuclei give about 0.1 or more, even very noisy "
-                          f"ones){found}",
+                          f"the nuclei channel ({which}) looks like {reading}{found}",
                           "check --nuclei-channel / --marker-channel (config nuclei_channel / marker_channel): they "
                           "should index the nuclei (e.g. DAPI) and marker channels of your stack (0-based); "
                           + ALLOW_HINT, allow)
-    return corr
+    return fine
 
 
 # -- clicks on nuclei (Alg. 1 step 4's premise) ------------------------------------------------------------------------
