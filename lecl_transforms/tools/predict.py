@@ -41,7 +41,7 @@ def add_predict_parser(sub) -> None:
                    help="use --spacing even where the file states another")
     p.add_argument("--allow-suspicious-input", action="store_const", const=True,
                    help="warn about suspicious inputs (channels that look identical, swapped (judged from the "
-                   "clicks of datalist entries with points, else from the image) or like pixel noise) instead of "
+                   "clicks of datalist entries with points, else from the image) or like noise) instead of "
                    "refusing them")
     p.add_argument("--min-positive-slices", type=int,
                    help="slices a nucleus must be called positive in to be positive (config: 1, the paper's rule)")
