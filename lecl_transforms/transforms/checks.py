@@ -318,7 +318,8 @@ class ChannelOrderCheck(Transform):
 
     def statistics(self, img) -> dict | None:
         """``on_marker`` (share of the nuclei channel's structure voxels on the marker's), ``on_nuclei`` (the
-        converse), ``size_nuclei_px`` and ``size_marker_px``; None when a channel has too few structures."""
+        converse), ``lift`` (``on_marker`` over the marker's share of all voxels), ``size_nuclei_px`` and
+        ``size_marker_px``; None when a channel has too few structures."""
         image = as_numpy(img)
         nuclei, marker = F.sample_slices(image[0]), F.sample_slices(image[1])
         fg_n, fg_m = F.significant_foreground(nuclei), F.significant_foreground(marker)
