@@ -117,8 +117,8 @@ def shows_objects(channel, min_correlation: float = 0.05, min_structure: float =
     a binned or denoised empty channel)."""
     corr = neighbour_correlation(channel)
     if corr < min_correlation:
-        return False, (f"pixel noise with no objects (neighbouring voxels correlate {corr:.3f}; stacks with nuclei give "
-                       "about 0.1 or more, even very noisy ones)")
+        return False, (f"pixel noise with no objects (neighbouring voxels correlate {corr:.3f}; stacks with nuclei "
+                       "give about 0.1 or more, even very noisy ones)")
     structure = F.structure_fraction(F.sample_slices(as_numpy(channel)))
     if structure < min_structure:
         return False, (f"noise with no objects ({structure:.2%} of its voxels stand out of the background by 6 "
