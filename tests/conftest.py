@@ -41,12 +41,16 @@ def stacks_for_the_shipped_model(root: Path, n_images: int, size_yx: int, z_slic
 
 
 def make_czyx(shape=(2, 5, 16, 20), seed=0) -> np.ndarray:
-    """A small random stack with structure (3 x 3 px blobs, as an image of objects has; pure pixel noise in the
-    nuclei channel is refused as a wrong channel)."""
+    """A small random stack with objects: smooth noise (3 x 3 px grain) and bright 3 x 3 px squares on about a fifth
+    of each channel, at random places per channel (a nuclei channel of noise alone, pixel or smooth, is refused as a
+    wrong channel)."""
     from scipy import ndimage
 
-    noise = np.random.default_rng(seed).integers(0, 4000, shape).astype(np.float32)
-    return np.rint(ndimage.uniform_filter(noise, size=(1,) * (noise.ndim - 2) + (3, 3))).astype(np.uint16)
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 4000, shape).astype(np.float32)
+    grain = (1,) * (noise.ndim - 2) + (3, 3)
+    objects = ndimage.maximum_filter(rng.random(shape) < 1 / 40, size=grain)
+    return np.rint(ndimage.uniform_filter(noise, size=grain) + 4000 * objects).astype(np.uint16)
 
 
 def write_imagej_zcyx(path, czyx, spacing=SPACING):

@@ -286,6 +286,27 @@ def test_predict_refuses_swapped_channels_of_a_datalist_with_clicks(tmp_path, ca
     assert (tmp_path / "q" / "synth_002_pred.csv").is_file()
 
 
+def test_predict_refuses_swapped_channels_of_a_stack_without_clicks(tmp_path, capsys):
+    """lecl predict --image has no clicks: a stack whose marker is channel 0 and nuclei channel 1, predicted with the
+    default channels, is caught from the image alone before the network runs on it, with the options to fix and the
+    override; the right options, or --allow-suspicious-input, predict it."""
+    from conftest import write_imagej_zcyx
+
+    from lecl_transforms.data import generate_stack
+
+    s = generate_stack(replace(REGIMES["clean"], size_yx=64, z_slices=(6, 6)), 0, 0)
+    image = write_imagej_zcyx(tmp_path / "marker_first.tif", s.image[::-1].copy(), spacing=s.spacing)
+    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p")],
+             "marker_first.tif (config: nuclei_channel / marker_channel)",
+             "channels look swapped (judged from the image, no clicks)", "--nuclei-channel/--marker-channel",
+             "--allow-suspicious-input")
+    assert not list((tmp_path / "p").glob("*_pred.csv"))
+    assert main(["predict", "--image", str(image), "--out", str(tmp_path / "q"), "--nuclei-channel", "1",
+                 "--marker-channel", "0"]) == 0
+    assert main(["predict", "--image", str(image), "--out", str(tmp_path / "r"), "--allow-suspicious-input"]) == 0
+    assert (tmp_path / "q" / "marker_first_pred.csv").is_file() and (tmp_path / "r" / "marker_first_pred.csv").is_file()
+
+
 def test_predict_refuses_a_nuclei_channel_of_noise(tmp_path, capsys, synth_dir):
     """A 5-channel stack whose default channels 0 and 1 hold camera noise (its nuclei and marker are channels 3 and
     4): refused with the channel option to fix; with the right channels it is predicted."""
@@ -298,11 +319,33 @@ def test_predict_refuses_a_nuclei_channel_of_noise(tmp_path, capsys, synth_dir):
     tifffile.imwrite(five, np.concatenate([noise, image], axis=1), imagej=True, resolution=(2, 2),
                      metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "um"})
     _refused(capsys, ["predict", "--image", str(five), "--out", str(tmp_path / "p")], "five.tif",
-             "(config: nuclei_channel)", "looks like pixel noise", "--nuclei-channel")
+             "(config: nuclei_channel)", "nuclei channel (channel 0) looks like pixel noise",
+             "of the stack's 5 channels (0..4), those showing objects: 3, 4", "--nuclei-channel")
     assert not list((tmp_path / "p").glob("*_pred.csv"))
     assert main(["predict", "--image", str(five), "--out", str(tmp_path / "q"), "--nuclei-channel", "3",
                  "--marker-channel", "4"]) == 0
     assert (tmp_path / "q" / "five_pred.csv").read_text().count("\n") > 1  # nuclei found
+
+
+def test_a_nuclei_channel_of_smooth_noise_is_refused_too(tmp_path, capsys, synth_dir):
+    """Noise with a grain (binned or denoised empty channels) passes the neighbour test; it still shows nothing that
+    stands out of its background: lecl prepare and lecl predict refuse it, naming the channels that show objects."""
+    import numpy as np
+    import tifffile
+    from scipy import ndimage
+
+    image = tifffile.imread(synth_dir / "images" / "synth_002.tif")  # (Z, C, Y, X), spacing (1, 0.5, 0.5) um
+    noise = np.random.default_rng(0).poisson(110, (image.shape[0], 3, *image.shape[2:])).astype(np.float32)
+    noise = np.rint(ndimage.gaussian_filter(noise, (0, 0, 1.5, 1.5))).astype(np.uint16)
+    five = tmp_path / "five.tif"
+    tifffile.imwrite(five, np.concatenate([noise, image], axis=1), imagej=True, resolution=(2, 2),
+                     metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "um"})
+    expected = ("five.tif", "(config: nuclei_channel)", "nuclei channel (channel 0) looks like noise with no objects",
+                "those showing objects: 3, 4", "--nuclei-channel")
+    _refused(capsys, ["predict", "--image", str(five), "--out", str(tmp_path / "p")], *expected)
+    _refused(capsys, ["prepare", "--image", str(five), "--points", str(synth_dir / "points" / "synth_002.csv"),
+                      "--out", str(tmp_path / "q")], *expected)
+    assert not list((tmp_path / "p").glob("*_pred.csv")) and not list((tmp_path / "q").glob("*_emip.tif"))
 
 
 def test_predict_axes_names_the_axes_of_a_plain_tiff(tmp_path, capsys, synth_dir):
@@ -320,3 +363,24 @@ def test_predict_axes_names_the_axes_of_a_plain_tiff(tmp_path, capsys, synth_dir
     assert main(["predict", "--image", str(plain), "--out", str(tmp_path / "q"), "--axes", "ZCYX", *spacing]) == 0
     _refused(capsys, ["predict", "--image", str(flat), "--out", str(tmp_path / "r"), "--axes", "ZCYX", *spacing],
              "flat.tif", "no axes setting can split them", "hyperstack")
+
+
+def test_flat_tiff_is_refused_with_a_recipe_that_works(tmp_path, capsys, synth_dir):
+    """A flat (N, Y, X) TIFF with no metadata, N = Z * C: --axes cannot say how many channels, so lecl prepare (as
+    lecl predict) refuses it naming the reshape that re-saves it; the file re-saved that way is prepared."""
+    import numpy as np
+    import tifffile
+
+    array = tifffile.imread(synth_dir / "images" / "synth_002.tif")  # (Z, C, Y, X)
+    z, c, ny, nx = array.shape
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, array.reshape(z * c, ny, nx), metadata=None)
+    common = ["--points", str(synth_dir / "points" / "synth_002.csv"), "--spacing", "1", "0.5", "0.5"]
+    recipe = f"a.reshape(-1, C, {ny}, {nx}), imagej=True, metadata={{'axes': 'ZCYX'}}"
+    _refused(capsys, ["prepare", "--image", str(flat), "--axes", "ZCYX", "--out", str(tmp_path / "p"), *common],
+             "flat.tif", f"a flat (N, Y, X) stack ({z * c}, {ny}, {nx})", "axes 'ZCYX' names 4 axes", recipe)
+    a = tifffile.imread(flat)  # the recipe, with C = 2
+    tifffile.imwrite(tmp_path / "resaved.tif", a.reshape(-1, 2, ny, nx), imagej=True, metadata={"axes": "ZCYX"})
+    assert np.array_equal(tifffile.imread(tmp_path / "resaved.tif"), array)
+    assert main(["prepare", "--image", str(tmp_path / "resaved.tif"), "--out", str(tmp_path / "q"), *common]) == 0
+    assert (tmp_path / "q" / "resaved_emip.tif").is_file()

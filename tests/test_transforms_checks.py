@@ -16,6 +16,7 @@ from conftest import make_czyx
 from lecl_transforms import LECLInputError, REGIMES, load_datalist, write_dataset
 from lecl_transforms.errors import find_input_error
 from lecl_transforms.transforms import (
+    ChannelOrderCheck,
     ClickPlacementCheck,
     NucleiMarkerChannels,
     SliceSetCheck,
@@ -141,6 +142,31 @@ def test_nuclei_channel_of_pixel_noise_is_refused_and_real_stacks_pass(regime, p
     NucleiMarkerChannels(0, 2)(np.stack([*stack, noise]))  # a marker channel without any positive is valid
 
 
+@pytest.mark.parametrize("grain", [1.0, 2.0, 4.0])
+def test_nuclei_channel_of_smooth_noise_is_refused_and_textured_dim_stacks_show_objects(grain):
+    """Noise with a grain (and an illumination gradient) correlates between neighbours but nothing in it stands out
+    of its background; every real-looking nuclei channel (textured, dim, 8/16 bit, clean/dense, 8 photons) does."""
+    from scipy import ndimage
+
+    from lecl_transforms import generate_stack
+    from lecl_transforms.transforms import functional as F
+    from lecl_transforms.transforms.checks import neighbour_correlation, shows_objects
+
+    stack = generate_stack(replace(REGIMES["clean"], size_yx=96), 0, 0).image
+    rng = np.random.default_rng(0)
+    noise = ndimage.gaussian_filter(rng.poisson(120, stack.shape[1:]).astype(np.float32), (0, grain, grain))
+    noise = np.rint(noise + np.linspace(0, 3 * noise.std(), noise.shape[-1])).astype(np.uint16)
+    assert neighbour_correlation(noise) > 0.5 and F.structure_fraction(F.sample_slices(noise)) < 1e-3
+    err = _input_error(lambda: NucleiMarkerChannels(2, 1)(np.stack([*stack, noise])))
+    assert "channel 2) looks like noise with no objects" in err.problem
+    assert "of the stack's 3 channels (0..2), those showing objects: 0, 1" in err.problem
+    NucleiMarkerChannels(0, 2)(np.stack([*stack, noise]))  # an empty marker is valid
+    for regime in ("clean", "dense"):
+        for bits, contrast, photons in [(16, 1.0, 200), (8, 0.15, 200), (16, 0.3, 60)]:
+            assert shows_objects(_textured(regime, bits, contrast, photons)[0][0])[0]
+        assert shows_objects(generate_stack(replace(REGIMES[regime], size_yx=96, photons=8), 0, 0).image[0])[0]
+
+
 # -- clicks on the nuclei --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["swapped_channels", "xy_swapped", "micrometres"])
 def test_clicks_off_the_nuclei_or_swapped_channels_stop_unless_allowed(stacks, tmp_path, case):
@@ -234,6 +260,78 @@ def test_textured_dim_stacks_still_catch_wrong_channels_and_clicks(tmp_path, reg
         clicks = np.stack([clicks[:, 0], clicks[:, 1] // 2, clicks[:, 2] // 2], axis=1)
     err = _input_error(lambda: pseudo_label_transforms()(_write_case(tmp_path, "t", image, clicks, spacing)))
     assert expected in err.problem and "t.tif" in err.where and "--allow-suspicious-input" in err.fix
+
+
+# -- the channel order from the image alone (lecl predict on stacks without clicks) ---------------------------------
+def _with_marker(regime, kind, fraction, seed=0):
+    """A synthetic stack (128 px) whose marker is another real kind: ``cytoplasm`` (a 6 um territory around each
+    positive nucleus, not the nucleus), ``cell`` (territory and nucleus, as a reporter that fills the cell) or
+    ``nucleus`` (exactly the positive nuclei, as a nuclear marker), on ``fraction`` of the cells."""
+    from scipy import ndimage
+
+    from lecl_transforms import generate_stack
+
+    s = generate_stack(replace(REGIMES[regime], size_yx=128), seed, 0)
+    rng = np.random.default_rng(seed)
+    inst = s.instances
+    positive = np.concatenate([[False], rng.random(int(inst.max())) < fraction])
+    dist, nearest = ndimage.distance_transform_edt(inst == 0, sampling=(s.spacing[0] / s.spacing[1], 1, 1),
+                                                   return_indices=True)
+    cytoplasm = (inst == 0) & (dist < 12) & positive[inst[tuple(nearest)]]
+    nucleus = positive[inst] & (inst > 0)
+    mask = {"cytoplasm": cytoplasm, "cell": cytoplasm | nucleus, "nucleus": nucleus}[kind]
+    signal = ndimage.gaussian_filter(mask.astype(np.float32) * 0.8, (0.6, 0.5, 0.5)) + 0.05
+    marker = rng.poisson(signal * 200).astype(np.float32) + 100
+    return np.stack([s.image[0].astype(np.float32), marker])
+
+
+@pytest.mark.parametrize("regime", ["clean", "dense"])
+@pytest.mark.parametrize("bits, contrast, photons", [(16, 1.0, 200), (8, 1.0, 200), (16, 0.3, 60), (8, 0.15, 200)])
+def test_channel_order_from_the_image_passes_real_looking_stacks_and_catches_swapped_ones(regime, bits, contrast,
+                                                                                          photons):
+    """Without clicks: textured nuclei (chromocentres, dim centres), dim and low-contrast, 8 and 16 bit, clean and
+    dense: the right order passes, the swapped order is caught (the marker looks like the nuclear stain)."""
+    image, _, _ = _textured(regime, bits, contrast, photons)
+    check = ChannelOrderCheck()
+    assert check.problems(image) == []
+    found = check.problems(image[::-1])
+    assert len(found) == 1 and "channels look swapped (judged from the image, no clicks)" in found[0]
+
+
+@pytest.mark.parametrize("regime", ["clean", "dense"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_channel_order_from_the_image_on_the_synthetic_regimes(regime, seed):
+    from lecl_transforms import generate_stack
+
+    image = generate_stack(replace(REGIMES[regime], size_yx=128), seed, 0).image
+    assert ChannelOrderCheck().problems(image) == []
+    assert ChannelOrderCheck().problems(image[::-1])
+
+
+@pytest.mark.parametrize("regime", ["clean", "dense"])
+@pytest.mark.parametrize("kind", ["cytoplasm", "cell", "nucleus"])
+@pytest.mark.parametrize("fraction", [0.4, 0.9])
+def test_channel_order_from_the_image_passes_markers_of_cytoplasm_whole_cells_or_nuclei(regime, kind, fraction):
+    """A marker that fills whole cells also holds the nuclei (the nuclei channel lies on it), but its structures are
+    larger: not taken for swapped channels; nor cytoplasm, nor a nuclear marker on most cells."""
+    assert ChannelOrderCheck().problems(_with_marker(regime, kind, fraction)) == []
+
+
+def test_channel_order_from_the_image_skips_an_empty_marker_and_unrelated_channels(caplog):
+    """A marker of camera noise only (no positive nucleus) and two channels of unrelated random blobs are no reading
+    or no finding; with allow_suspicious_input a swapped stack is a warning and passes unchanged."""
+    from lecl_transforms import generate_stack
+
+    image = generate_stack(replace(REGIMES["clean"], size_yx=128), 0, 0).image
+    empty = np.stack([image[0], np.random.default_rng(0).poisson(100, image[1].shape).astype(np.uint16)])
+    assert ChannelOrderCheck().statistics(empty) is None and ChannelOrderCheck().problems(empty[::-1]) == []
+    assert all(ChannelOrderCheck().problems(make_czyx((2, 5, 64, 64), seed)) == [] for seed in range(10))
+    with caplog.at_level(logging.WARNING):
+        out = ChannelOrderCheck(allow_suspicious_input=True)(image[::-1], source="s.tif")
+    assert out is not None and np.array_equal(out, image[::-1])
+    assert "s.tif (config: nuclei_channel / marker_channel)" in caplog.text and "look swapped" in caplog.text
+    err = _input_error(lambda: ChannelOrderCheck()(image[::-1], source="s.tif"))
+    assert "--nuclei-channel/--marker-channel" in err.fix and "--allow-suspicious-input" in err.fix
 
 
 # -- slice sets --------------------------------------------------------------------------------------------------------

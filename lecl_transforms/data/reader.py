@@ -140,13 +140,18 @@ class IFStackReader(ImageReader):
         wants_c_and_z = (self.axes is None and self.min_channels > 1) or (self.axes and "C" in self.axes)
         if unnamed and array.ndim == 3 and wants_c_and_z:
             # (N, Y, X): no way to tell which planes are channels and which are slices; any axes string would guess
+            n, ny, nx = array.shape
+            given = (f"; axes '{self.axes}' names {len(self.axes)} axes, the file holds 3 and not how many channels"
+                     if self.axes else "")
             raise input_error(
                 path,
-                f"{array.shape[0]} planes stored without saying which are channels and which are slices "
-                f"(a flat (N, Y, X) stack {array.shape}), so no axes setting can split them",
+                f"{n} planes stored without saying which are channels and which are slices "
+                f"(a flat (N, Y, X) stack {array.shape}), so no axes setting can split them{given}",
                 "re-save it as an ImageJ hyperstack: in Fiji, Image > Hyperstacks > Stack to Hyperstack (enter the "
-                "channels and slices), then File > Save As > Tiff; or in Python, tifffile.imwrite(path, "
-                "array_zcyx, imagej=True, metadata={'axes': 'ZCYX'})",
+                "channels and slices), then File > Save As > Tiff; or in Python, for planes stored slice by slice "
+                f"with C channels each: a = tifffile.imread(path); tifffile.imwrite(new_path, a.reshape(-1, C, {ny}, "
+                f"{nx}), imagej=True, metadata={{'axes': 'ZCYX'}}) (channel by channel: a.reshape(C, -1, {ny}, "
+                f"{nx}).swapaxes(0, 1))",
             )
         if self.axes and len(self.axes) != array.ndim:
             example = {3: "ZYX", 4: "ZCYX", 5: "TZCYX"}.get(array.ndim, "ZCYX")

@@ -101,15 +101,17 @@ class StackPredictor:
         click_check: for entries with ``points``: ``(image (2, Z, Y, X), points (N, 3), source=...)``, raising for
             suspicious channels before the network runs on the stack (``ClickPlacementCheck``, as ``lecl prepare``
             and the training check the same stacks); None: no check.
+        channel_check: for entries without ``points``: ``(image (2, Z, Y, X), source=...)``, raising for channels
+            that look swapped from the image alone (``ChannelOrderCheck``), before the network runs; None: no check.
         resume: continue an earlier run in ``output_dir`` made with the same stacks, model and settings: stacks
             whose outputs are complete are skipped (their summary rows are kept), the others are predicted.
     """
 
     def __init__(self, data: Sequence[dict], pipeline, network, save, output_dir, sampler=None,
                  overwrite: bool = False, progress: bool = True, model_info: dict | None = None,
-                 parameters: dict | None = None, click_check=None, resume: bool = False):
+                 parameters: dict | None = None, click_check=None, resume: bool = False, channel_check=None):
         self.data, self.pipeline, self.network, self.save = list(data), pipeline, network, save
-        self.click_check = click_check
+        self.click_check, self.channel_check = click_check, channel_check
         self.output_dir, self.sampler = Path(output_dir), sampler
         self.overwrite, self.progress, self.resume = bool(overwrite), bool(progress), bool(resume)
         self.model_info, self.parameters = model_info or {}, parameters or {}
@@ -181,6 +183,8 @@ class StackPredictor:
 
             points, _ = read_points(entry["points"], tuple(data["image"].shape[-3:]))
             self.click_check(data["image"], points, source=str(entry["image"]))
+        elif self.channel_check is not None:  # no clicks: the image alone says whether the channels look swapped
+            self.channel_check(data["image"], source=str(entry["image"]))
         d = self.save(self.pipeline.predict(data, self.network))
         table = d["nuclei"].table()
         labels = table["label"]

@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
                    help="voxel spacing in um, used where the file does not state it (for every stack with "
                    "--override-spacing)")
-    p.add_argument("--axes", help="axis order of TIFFs that store their shape but not their axis names, e.g. ZCYX "
-                   "(a flat TIFF of N planes cannot be split: re-save it as a hyperstack)")
+    p.add_argument("--axes", help="axis order of plain TIFFs that store a 4D shape but not its axis names, "
+                   "e.g. ZCYX; a flat TIFF of N planes (N, Y, X) does not say how many channels: re-save it as a "
+                   "hyperstack")
     p.add_argument("--rules", default="robust", choices=["robust", "paper"],
                    help="robust (default) or paper: Algorithm 1 taken literally")
     p.add_argument("--emip-channels", default="both", choices=["both", "marker", "none"],

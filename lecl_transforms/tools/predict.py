@@ -34,13 +34,15 @@ def add_predict_parser(sub) -> None:
     p.add_argument("--marker-channel", type=int, help="0-based index of the marker channel (config: 1)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
                    help="voxel spacing in um where the file does not state it (every stack with --override-spacing)")
-    p.add_argument("--axes", help="axis order of TIFFs that store their shape but not their axis names, e.g. ZCYX "
-                   "(a flat TIFF of N planes cannot be split: re-save it as a hyperstack)")
+    p.add_argument("--axes", help="axis order of plain TIFFs that store a 4D shape but not its axis names, "
+                   "e.g. ZCYX; a flat TIFF of N planes (N, Y, X) does not say how many channels: re-save it as a "
+                   "hyperstack")
     p.add_argument("--override-spacing", action="store_const", const=True,
                    help="use --spacing even where the file states another")
     p.add_argument("--allow-suspicious-input", action="store_const", const=True,
-                   help="warn about suspicious inputs (channels that look identical, swapped (datalist entries with "
-                   "points) or like pixel noise) instead of refusing them")
+                   help="warn about suspicious inputs (channels that look identical, swapped (judged from the "
+                   "clicks of datalist entries with points, else from the image) or like noise) instead of "
+                   "refusing them")
     p.add_argument("--min-positive-slices", type=int,
                    help="slices a nucleus must be called positive in to be positive (config: 1, the paper's rule)")
     p.add_argument("--overlap", type=float, help="sliding-window overlap, 0 <= overlap < 1 (config: 0.25)")

@@ -2,6 +2,7 @@
 
 from .channels import ChannelComposite, ChannelComposited, NucleiMarkerChannels, NucleiMarkerChannelsd
 from .checks import (
+    ChannelOrderCheck,
     ClickPlacementCheck,
     ClickPlacementCheckd,
     SliceSetCheck,
@@ -39,6 +40,6 @@ __all__ = [
     "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd", "pseudo_label_transforms",
     "SliceViews", "SliceViewsd", "RandSliceViewd",
     "PseudoLabelRules", "RULES", "resolve_rules", "IGNORE", "ClickPlacementCheck", "ClickPlacementCheckd",
-    "SliceSetCheck", "SliceSetCheckd", "check_channel_indices", "check_distinct_channels",
+    "ChannelOrderCheck", "SliceSetCheck", "SliceSetCheckd", "check_channel_indices", "check_distinct_channels",
     "HoVerNetPostProcess", "HoVerNetPostProcessd", "LinkSlices", "LinkSlicesd", "SavePredictions", "SavePredictionsd",
 ]

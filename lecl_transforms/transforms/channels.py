@@ -33,7 +33,7 @@ class NucleiMarkerChannels(Transform):
     exist and select different channels once negative indices are resolved (``-1`` of a 2-channel stack is
     channel 1), that neither channel is blank (a constant channel usually means the wrong index),
     and, unless ``allow_suspicious_input``, that the two channels do not hold the same image and that the nuclei
-    channel shows objects rather than pixel noise (:func:`~.checks.check_nuclei_structure`).
+    channel shows objects rather than noise, pixel or smooth (:func:`~.checks.check_nuclei_structure`).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -60,7 +60,7 @@ class NucleiMarkerChannels(Transform):
                     f"check {name}: it should index the {'nuclei (e.g. DAPI)' if i == 0 else 'marker'} channel",
                 )
         check_distinct_channels(out[0], out[1], source, self.allow_suspicious_input)
-        check_nuclei_structure(out[0], source, self.allow_suspicious_input)
+        check_nuclei_structure(out[0], source, self.allow_suspicious_input, channel=picked[0], image=img)
         return out
 
 

@@ -29,9 +29,11 @@ __all__ = [
     "check_channel_indices",
     "check_distinct_channels",
     "check_nuclei_structure",
+    "shows_objects",
     "neighbour_correlation",
     "ClickPlacementCheck",
     "ClickPlacementCheckd",
+    "ChannelOrderCheck",
     "SliceSetCheck",
     "SliceSetCheckd",
 ]
@@ -108,18 +110,44 @@ def neighbour_correlation(channel) -> float:
     return (corr(rows[:, :-1], rows[:, 1:]) + corr(cols[:, :-1], cols[:, 1:])) / 2
 
 
-def check_nuclei_structure(nuclei, where, allow: bool = False, min_correlation: float = 0.05) -> float:
-    """The nuclei channel must show objects, not pixel noise (an empty channel, e.g. the wrong index of a stack with
-    more channels): neighbouring voxels correlate at least ``min_correlation`` (:func:`neighbour_correlation`).
-    Not asked of the marker channel: a stack without any positive nucleus is valid. Returns the correlation."""
-    corr = neighbour_correlation(nuclei)
+def shows_objects(channel, min_correlation: float = 0.05, min_structure: float = 0.002) -> tuple[bool, str]:
+    """Whether a channel ``(Z, Y, X)`` shows objects rather than noise, and the reading: neighbouring voxels correlate
+    at least ``min_correlation`` (:func:`neighbour_correlation`: not pixel noise) and at least ``min_structure`` of
+    its voxels stand out of the background (:func:`~.functional.structure_fraction`: not smooth noise either, e.g. of
+    a binned or denoised empty channel)."""
+    corr = neighbour_correlation(channel)
     if corr < min_correlation:
+        return False, (f"pixel noise with no objects (neighbouring voxels correlate {corr:.3f}; stacks with nuclei "
+                       "give about 0.1 or more, even very noisy ones)")
+    structure = F.structure_fraction(F.sample_slices(as_numpy(channel)))
+    if structure < min_structure:
+        return False, (f"noise with no objects ({structure:.2%} of its voxels stand out of the background by 6 "
+                       "standard deviations; stacks with nuclei give 2.5 % or more, even dim or noisy ones)")
+    return True, ""
+
+
+def check_nuclei_structure(nuclei, where, allow: bool = False, min_correlation: float = 0.05,
+                           min_structure: float = 0.002, channel: int | None = None, image=None) -> bool:
+    """The nuclei channel must show objects, not noise (an empty channel, e.g. the wrong index of a stack with more
+    channels): :func:`shows_objects`. Not asked of the marker channel: a stack without any positive nucleus is valid.
+    ``channel`` (its index) and ``image`` (the whole ``(C, Z, Y, X)`` stack) let the message name the channels that do
+    show objects. Returns whether it shows objects (False only when allowed)."""
+    fine, reading = shows_objects(nuclei, min_correlation, min_structure)
+    if not fine:
+        which = f"channel {channel}" if channel is not None else "the channel"
+        found = ""
+        if image is not None:
+            n = int(image.shape[0])
+            with_objects = [c for c in range(n) if c != channel
+                            and shows_objects(image[c], min_correlation, min_structure)[0]]
+            listed = ", ".join(str(c) for c in with_objects) if with_objects else "none"
+            found = f"; of the stack's {n} channels (0..{n - 1}), those showing objects: {listed}"
         report_suspicious(f"{where} (config: nuclei_channel)",
-                          f"the nuclei channel looks like pixel noise with no objects (neighbouring voxels correlate "
-                          f"{corr:.3f}; stacks with nuclei give about 0.1 or more, even very noisy ones)",
-                          "check --nuclei-channel (config nuclei_channel): it should index the nuclei (e.g. DAPI) "
-                          "channel of your stack; " + ALLOW_HINT, allow)
-    return corr
+                          f"the nuclei channel ({which}) looks like {reading}{found}",
+                          "check --nuclei-channel / --marker-channel (config nuclei_channel / marker_channel): they "
+                          "should index the nuclei (e.g. DAPI) and marker channels of your stack (0-based); "
+                          + ALLOW_HINT, allow)
+    return fine
 
 
 # -- clicks on nuclei (Alg. 1 step 4's premise) ------------------------------------------------------------------------
@@ -251,6 +279,77 @@ class ClickPlacementCheckd(MapTransform):
         for key in self.key_iterator(d):
             self.check(d[key], d[self.points_key], agreements)
         return d
+
+
+# -- the channel order from the image alone (lecl predict on stacks without clicks) -------------------------------
+class ChannelOrderCheck(Transform):
+    """Without clicks, judge from the image alone whether the nuclei and marker channels look swapped.
+
+    ``img`` ``(2, Z, Y, X)`` (nuclei, marker) -> ``img`` unchanged, or an error (a warning with
+    ``allow_suspicious_input``). A nuclear stain shows every nucleus; a marker shows part of them (a nuclear marker),
+    or more than the nuclei (cytoplasm, whole cells, rings). So the marker's bright structures are mostly a subset of
+    the nuclei's or larger than them, never both a superset of them and no larger. Two statistics on each channel's
+    significant structures (:func:`~.functional.significant_foreground`, scale-free: 8/16 bit, dim or bright) and
+    their in-plane size (:func:`~.functional.correlation_length`): the channels look swapped when
+
+    * the nuclei channel's structures lie on the marker's more than the marker's lie on them, by more than
+      ``margin`` (shares of each channel's structure voxels), and ``min_lift`` times more often than by chance (than
+      the marker's share of all voxels; unrelated channels, e.g. two of random blobs, are 1) - the nuclei channel
+      looks like a subset of the other;
+    * and the nuclei channel's structures are at least as large as the marker's: a marker that fills cells
+      (cytoplasm and nucleus) also holds the nuclei, but its structures are larger.
+
+    Either channel without structures (an empty marker: no positive nucleus), or less than ``min_foreground`` of the
+    sampled voxels, is not a reading: no finding. Measured on the built-in synthetic stacks (clean and dense, 128 and
+    256 px) and textured versions (chromocentres, dim centres, 8/16 bit, contrast 0.15-1x, 8-250 photons) and on
+    stacks whose marker fills the cytoplasm, whole cells or exact nuclei of 40 % or 90 % of the cells: no valid
+    stack is flagged; swapped channels are flagged in all these regimes at the usual 40 % positive, not where the
+    marker covers almost no nuclei (10 %) or almost all of them alike (exact nuclei of 90 % of the cells; 90 % in the
+    clean regime), nor at 8 photons per voxel (clean). Stacks with clicks are judged by :class:`ClickPlacementCheck`
+    instead (it uses the clicks).
+    """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __init__(self, allow_suspicious_input: bool = False, margin: float = 0.08, min_lift: float = 1.5,
+                 min_foreground: float = 0.002):
+        self.allow, self.margin, self.min_lift = bool(allow_suspicious_input), float(margin), float(min_lift)
+        self.min_foreground = float(min_foreground)
+
+    def statistics(self, img) -> dict | None:
+        """``on_marker`` (share of the nuclei channel's structure voxels on the marker's), ``on_nuclei`` (the
+        converse), ``lift`` (``on_marker`` over the marker's share of all voxels), ``size_nuclei_px`` and
+        ``size_marker_px``; None when a channel has too few structures."""
+        image = as_numpy(img)
+        nuclei, marker = F.sample_slices(image[0]), F.sample_slices(image[1])
+        fg_n, fg_m = F.significant_foreground(nuclei), F.significant_foreground(marker)
+        if min(fg_n.mean(), fg_m.mean()) < self.min_foreground:
+            return None
+        both = float(np.count_nonzero(fg_n & fg_m))
+        on_marker = both / np.count_nonzero(fg_n)
+        return {"on_marker": on_marker, "on_nuclei": both / np.count_nonzero(fg_m),
+                "lift": on_marker / float(fg_m.mean()),  # 1: the two channels' structures unrelated
+                "size_nuclei_px": F.correlation_length(nuclei), "size_marker_px": F.correlation_length(marker)}
+
+    def problems(self, img) -> list[str]:
+        s = self.statistics(img)
+        if s is None or s["on_marker"] - s["on_nuclei"] <= self.margin or s["lift"] < self.min_lift \
+                or s["size_nuclei_px"] < s["size_marker_px"]:
+            return []
+        return [f"the nuclei and marker channels look swapped (judged from the image, no clicks): "
+                f"{s['on_marker']:.0%} of the nuclei channel's bright structures lie on the marker's but only "
+                f"{s['on_nuclei']:.0%} of the marker's on them, and they are not smaller (size "
+                f"{s['size_nuclei_px']:.1f} vs {s['size_marker_px']:.1f} px): the marker channel looks like the "
+                "nuclear stain, the nuclei channel like a marker on part of the nuclei"]
+
+    def __call__(self, img, source: str | None = None):
+        found = self.problems(img)
+        if found:
+            report_suspicious(f"{source or source_of(img)} (config: nuclei_channel / marker_channel)", "; ".join(found),
+                              "check --nuclei-channel/--marker-channel (config nuclei_channel/marker_channel): the "
+                              "nuclei channel is the nuclear stain (e.g. DAPI) that shows every nucleus; "
+                              + ALLOW_HINT, self.allow)
+        return img
 
 
 # -- slice sets (Alg. 1 steps a-c) ----------------------------------------------------------------------------------
