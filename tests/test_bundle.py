@@ -24,7 +24,7 @@ SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"  # the zoo's sche
 SHIPPED = BUNDLE / "models" / "model.pt"
 #: the config sets users run (later files override earlier ones)
 CONFIG_SETS = [("train.json",), ("train.json", "quick.json"), ("train.json", "cpu.json"),
-               ("train.json", "multi_gpu_train.json"),
+               ("train.json", "cpu.json", "demo.json"), ("train.json", "multi_gpu_train.json"),
                ("inference.json",), ("inference.json", "multi_gpu_inference.json"), ("evaluate.json",)]
 MONAI_LABEL_KEYS = ("network_def", "preprocessing", "inferer", "postprocessing", "device", "bundle_root")
 

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regime", default="dense", help="synthetic regime: dense (default: dense, hazy, 4.5x "
                    "anisotropic, decoys) or clean")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="training epochs (default: the quick config's)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: demo.json's 30)")
     p.add_argument("--skip-training", action="store_true", help="stop after the QC pictures")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out (models included)")
     p.set_defaults(func=cmd_demo)

@@ -1,4 +1,4 @@
-"""``lecl demo``: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> quick LECL training -> inference on the
+"""``lecl demo``: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> LECL training (the CPU recipe, shortened) -> inference on the
 held-out stacks -> evaluation, all under ``--out``;
 and the summaries ``lecl synth`` and ``lecl demo`` print."""
 
@@ -17,8 +17,8 @@ MANIFEST_NAME = "lecl_demo.json"
 
 
 def cmd_demo(args) -> int:
-    """The built-in end-to-end run: synthetic stacks -> pseudo-labels -> quick training (the bundle's ``train.json`` +
-    ``quick.json``) -> inference on the held-out test stacks (``inference.json``) -> evaluation (``evaluate.json``),
+    """The built-in end-to-end run: synthetic stacks -> pseudo-labels -> training (the bundle's ``train.json`` +
+    ``cpu.json`` + ``demo.json``) -> inference on the held-out test stacks (``inference.json``) -> evaluation (``evaluate.json``),
     all through MONAI's bundle runner. Writes nothing unless ``--out`` is new, empty, or an earlier demo and
     ``--overwrite`` is given."""
     from ..data.synthetic import REGIMES
@@ -55,11 +55,13 @@ def cmd_demo(args) -> int:
     print(f"  QC pictures: {prepared}/*_qc.png (left EMIP, right plain MIP; orange rings: false overlaps removed)")
     if args.skip_training:
         return 0
-    print(f"[3/{steps}] LECL training, quick CPU config ({configs_dir() / 'quick.json'}) -> {out / 'models'}")
-    extra = {"epochs": args.epochs, "val_interval": max(1, args.epochs // 6)} if args.epochs else {}
+    print(f"[3/{steps}] LECL training, the CPU recipe shortened ({configs_dir() / 'cpu.json'} + demo.json) -> "
+          f"{out / 'models'}")
+    extra = ({"epochs": args.epochs, "val_interval": max(1, args.epochs // 5),
+              "lr_step_epochs": max(1, args.epochs * 4 // 5)} if args.epochs else {})
     if args.overwrite:  # the training refuses to replace earlier checkpoints in bundle_root unless told so
         extra["overwrite"] = True
-    run_bundle("training", "train.json", "quick.json", bundle_root=str(out.resolve()),
+    run_bundle("training", "train.json", "cpu.json", "demo.json", bundle_root=str(out.resolve()),
                datalist=str(datalist.resolve()), seed=args.seed, **extra)
     summarise_training(out)
     model = out / "models" / "stage0" / "model.pt"
