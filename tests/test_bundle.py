@@ -136,6 +136,7 @@ def test_cpu_recipe_resolves_to_what_it_says(tmp_path):
     network = cpu.get_parsed_content("network_def")
     assert isinstance(network, HoVerNetSCL)
     assert sum(p.numel() for p in network.parameters()) < 1e6  # width 0.125: CPU-sized, not the 37.6M full width
+    assert all(p.requires_grad for p in network.parameters())  # no pretrained encoder: every layer learns
 
     def steps(parser):
         patches = parser.get_parsed_content("patches_per_epoch")

@@ -147,9 +147,10 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_also_after_a_hard_kill(t
     assert not os.path.exists(saved[1])  # superseded by the later epoch checkpoints: deleted
 
 
-def test_stage1_starts_from_the_stage0_model_with_all_layers(tmp_path):
-    assert bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1").returncode == 0
-    result = bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1", "--stage", "1")
+def test_stage1_starts_from_the_stage0_model_with_all_layers(tmp_path, synth_dir):
+    datalist = synth_dir / "datalist.json"
+    assert bundle_run(tmp_path, *small(datalist)).returncode == 0
+    result = bundle_run(tmp_path, *small(datalist), "--stage", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stage0/model.pt" in result.stdout + result.stderr  # the CheckpointLoader reports what it restored
     assert (tmp_path / "models" / "model.pt").is_file()
