@@ -106,7 +106,8 @@ class ModelDescription:
     def record(self, network: HoVerNetSCL | None = None, **values) -> ModelDescription:
         """Set training values learnt after the description was made (``pixel_size_yx``, calibrated
         ``np_threshold``, ``min_instance_size``, ``min_volume_um3``, ``calibration``), checked, and re-attach the
-        description to ``network`` (the network being trained: its next ``state_dict()`` carries them). Returns itself."""
+        description to ``network`` (the network being trained: its next ``state_dict()`` carries them). Returns
+        itself."""
         unknown = sorted(set(values) - set(TRAINING_KEYS))
         if unknown:
             raise ValueError(f"{unknown} are not training values of a model description ({TRAINING_KEYS})")
