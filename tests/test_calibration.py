@@ -105,13 +105,52 @@ def test_min_instance_size_can_be_calibrated_too(ghost_data):
     assert calibration.values["np_threshold"] == 0.6
 
 
+def test_min_volume_um3_is_calibrated_on_the_linking_of_one_detection_per_threshold(ghost_data):
+    """The ghosts are thin discs on every slice: as 3D nuclei they are far smaller (um^3) than any true nucleus, so
+    a volume floor between the two removes them at a threshold that finds them; each threshold's per-slice
+    detection is made once and linked with every volume candidate."""
+    from lecl_transforms.metrics import calibrate_postprocessing
+
+    synthetic, entry = ghost_data
+    network = GhostNetwork(synthetic)
+    validator = _validator([entry], network, min_instance_size=0)
+    voxel = float(np.prod(synthetic.spacing))
+    ghost_volume = int(_ghost_mask(synthetic).sum()) // network.n_ghosts * N_Z * voxel
+    smallest_nucleus = np.bincount(synthetic.instances.ravel())[1:]
+    smallest_nucleus = smallest_nucleus[smallest_nucleus > 0].min() * voxel
+    floor = (ghost_volume + smallest_nucleus) / 2
+    assert ghost_volume < 0.8 * floor and floor < 0.8 * smallest_nucleus
+    inferer = validator.pipeline.inferer
+    detections = []
+    inferer.detect = lambda outputs, post=None, detect=inferer.detect: detections.append(post) or detect(outputs, post)
+    calibration = calibrate_postprocessing(validator, {"np_threshold": [0.4, 0.6], "min_volume_um3": [0, floor]})
+    assert len(detections) == 2 and network.calls == -(-N_Z // 4)  # per threshold, not per pair; network once
+    f1 = {(r["np_threshold"], r["min_volume_um3"]): r["np_f1"] for r in calibration.curve}
+    n_true = len(synthetic.points())
+    assert f1[(0.4, 0)] == pytest.approx(2 * n_true / (2 * n_true + network.n_ghosts))
+    assert f1[(0.4, floor)] == f1[(0.6, 0)] == f1[(0.6, floor)] == 1.0
+    # F1 ties go to the candidate nearest the uncalibrated settings (np_threshold 0.7, min_volume_um3 0)
+    assert calibration.values == {"np_threshold": 0.6, "min_volume_um3": 0}
+    assert calibration.before is None  # 0.7 is not on the grid
+    # with the threshold fixed at one that finds the ghosts, the volume floor is what is chosen
+    alone = calibrate_postprocessing(validator, {"np_threshold": [0.4], "min_volume_um3": [0, floor]})
+    assert alone.values == {"np_threshold": 0.4, "min_volume_um3": floor} and alone.score == 1.0
+    assert alone.description_values()["min_volume_um3"] == floor
+    # the chosen value is exactly what inference does with it: the pipeline built with it gives the same F1
+    tuned = _validator([entry], network, min_instance_size=0, np_threshold=0.4, min_volume_um3=floor)
+    assert tuned.pipeline.link.transform.min_volume_um3 == floor
+    assert tuned.run()["np_f1"] == 1.0
+
+
 def test_bad_grids_are_refused():
     from lecl_transforms.errors import LECLInputError
     from lecl_transforms.metrics import check_grid
 
     assert check_grid({"np_threshold": [0.9, 0.3, 0.3]}) == {"np_threshold": [0.3, 0.9]}
+    assert check_grid({"min_volume_um3": [20, 0, 12.5]}) == {"min_volume_um3": [0.0, 12.5, 20.0]}
     for grid, message in (({"np_threshold": [0.3, 1.2]}, "between 0 and 1"), ({"split_depth": [1]}, "unknown keys"),
-                          ({"min_instance_size": [-1]}, "whole numbers"), ({}, "candidates per key")):
+                          ({"min_instance_size": [-1]}, "whole numbers"), ({}, "candidates per key"),
+                          ({"min_volume_um3": [10, -5]}, "um\\^3"), ({"min_volume_um3": ["big"]}, "um\\^3")):
         with pytest.raises(LECLInputError, match=message):
             check_grid(grid)
 

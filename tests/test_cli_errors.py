@@ -254,6 +254,16 @@ def test_predict_overlap_outside_zero_one_is_refused_before_any_work(tmp_path, c
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize("volume", ["-5", "nan"])
+def test_predict_bad_min_volume_is_refused_before_any_work(tmp_path, capsys, volume):
+    from conftest import make_czyx, write_imagej_zcyx
+
+    image = write_imagej_zcyx(tmp_path / "s.tif", make_czyx((2, 4, 64, 64)))
+    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p"), "--min-volume-um3", volume],
+             "min_volume_um3", f"got {float(volume)}", "um^3 >= 0")
+    assert not (tmp_path / "p").exists()
+
+
 def test_demo_zero_epochs_is_refused_before_any_work(tmp_path, capsys):
     _refused(capsys, ["demo", "--out", str(tmp_path / "d"), "--epochs", "0"], "--epochs", "got 0", "at least 1")
     assert not (tmp_path / "d").exists()

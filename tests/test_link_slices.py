@@ -303,11 +303,58 @@ def test_link_slicesd_writes_nuclei_labels_and_classes():
         LinkSlicesd()({"instances": s.instances, "slice_score": s.score})
 
 
+def fragment_stack() -> tuple[Stack, list[int], int]:
+    """A 3-slice nucleus (disks of radius 6: 113 px each) and, apart from it, a 1-slice fragment (radius 2: 13 px)."""
+    s = Stack()
+    nucleus = s.nucleus(range(2, 5), (20, 20), 6)
+    fragment = s.add(8, disk((5, 32), 2))
+    assert disk((20, 20), 6).sum() == 113 and disk((5, 32), 2).sum() == 13
+    return s, nucleus, fragment
+
+
+@pytest.mark.parametrize("method", ["overlap", "chain", "projection"])
+def test_min_volume_drops_small_3d_nuclei_for_every_method(method):
+    s, nucleus, fragment = fragment_stack()
+    spacing = (2.0, 0.5, 0.5)  # voxel 0.5 um^3: nucleus 3 * 113 * 0.5 = 169.5 um^3, fragment 13 * 0.5 = 6.5 um^3
+    assert len(s.link(spacing=spacing, method=method)) == 2  # default 0: no filter
+    assert len(s.link(spacing=spacing, method=method, min_volume_um3=6.5)) == 2  # at the threshold: kept
+    kept = s.link(spacing=spacing, method=method, min_volume_um3=6.6)
+    assert len(kept) == 1 and kept.n_slices[0] == 3 and kept.area_px[0] == 113 and list(kept.id) == [1]
+    assert (kept.labels[s.instances == fragment] == 0).all() and (kept.labels[s.instances == nucleus[0]] == 1).all()
+    assert kept.slice_to_nucleus[fragment] == 0 and set(kept.slice_to_nucleus[nucleus]) == {1}
+    assert len(s.link(spacing=spacing, method=method, min_volume_um3=169.5)) == 1
+    nothing = s.link(spacing=spacing, method=method, min_volume_um3=170.0)
+    assert len(nothing) == 0 and not nothing.labels.any()
+    # the volume is in um^3: the same voxels at a finer spacing are smaller
+    assert len(s.link(spacing=(1.0, 0.5, 0.5), method=method, min_volume_um3=169.5)) == 0
+
+
+def test_min_volume_needs_a_spacing_which_link_slicesd_takes_from_the_image():
+    s, _, _ = fragment_stack()
+    cls, score = np.array(s.cls), np.array(s.score)
+    with pytest.raises(LECLInputError, match="min_volume_um3"):
+        LinkSlices(min_volume_um3=6.6)(s.instances, cls, score)  # no spacing anywhere
+    assert len(LinkSlices(min_volume_um3=6.6)(s.instances, cls, score, spacing=(2.0, 0.5, 0.5))) == 1
+    assert len(LinkSlices(min_volume_um3=6.6, spacing=(2.0, 0.5, 0.5))(s.instances, cls, score)) == 1
+    # the pipeline's instances are plain arrays; the stack image read beside them knows the spacing
+    image = MetaTensor(torch.zeros((2, *SHAPE)), meta={"spacing": np.array([2.0, 0.5, 0.5])})
+    link = LinkSlicesd(min_volume_um3=6.6)
+    data = {"instances": s.instances, "slice_class": cls, "slice_score": score, "image": image}
+    assert len(link(data)["nuclei"]) == 1
+    coarser = link.with_settings(min_volume_um3=6.5)  # a calibration candidate: a copy, the original unchanged
+    assert coarser.transform.min_volume_um3 == 6.5 and link.transform.min_volume_um3 == 6.6
+    assert len(coarser(data)["nuclei"]) == 2
+    with pytest.raises(LECLInputError, match="min_volume_um3"):
+        link({"instances": s.instances, "slice_class": cls, "slice_score": score})
+
+
 # -- bad input --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, key", [
     ({"min_positive_slices": 0}, "min_positive_slices"), ({"min_positive_slices": 1.5}, "min_positive_slices"),
     ({"min_overlap": 0.0}, "min_overlap"), ({"min_overlap": 1.2}, "min_overlap"), ({"max_gap_um": -1.0}, "max_gap_um"),
     ({"method": "centroids"}, "method"), ({"projection_radius": -1}, "projection_radius"),
+    ({"min_volume_um3": -1.0}, "min_volume_um3"), ({"min_volume_um3": float("nan")}, "min_volume_um3"),
+    ({"min_volume_um3": "20"}, "min_volume_um3"),
 ])
 def test_bad_parameters_raise_input_error(kwargs, key):
     s = gap_stack()

@@ -60,6 +60,9 @@ def test_pixel_size_and_calibrated_threshold_travel_when_given(tmp_path):
         trained(pixel_size_yx=(0.5, -1))
     with pytest.raises(LECLInputError, match="np_threshold"):
         trained(np_threshold=1.5)
+    assert ModelDescription().record(min_volume_um3=20).min_volume_um3 == 20.0
+    with pytest.raises(LECLInputError, match="min_volume_um3"):
+        ModelDescription().record(min_volume_um3=-5)
 
 
 def test_description_is_read_without_building_the_network(tmp_path, monkeypatch):

@@ -100,6 +100,30 @@ def test_lecl_predict_uses_the_calibrated_threshold_unless_the_user_sets_one(mod
         in log()
 
 
+def test_lecl_predict_drops_small_nuclei_by_the_model_s_min_volume_unless_typed(models, stack, tmp_path):
+    """A model storing a calibrated min_volume_um3 keeps exactly the nuclei of at least that volume (the unfiltered
+    run's volume_um3 column says which); --min-volume-um3 typed wins; models without one keep all (fallback 0)."""
+    from lecl_transforms.networks import update_description
+
+    plain, _ = models
+    unfiltered, rows = _predict(stack, plain, tmp_path / "plain")
+    assert unfiltered["min_volume_um3"] == 0 and unfiltered["postprocessing_from"]["min_volume_um3"] == "fallback"
+    volumes = sorted({float(r["volume_um3"]) for r in rows})
+    floor = (volumes[len(volumes) // 2 - 1] + volumes[len(volumes) // 2]) / 2  # between two volumes: no tie
+    expected = sorted((r["z"], r["y"], r["x"]) for r in rows if float(r["volume_um3"]) >= floor)
+    assert 0 < len(expected) < len(rows)
+    model = tmp_path / "min_volume.pt"
+    shutil.copyfile(plain, model)
+    update_description(model, min_volume_um3=floor)
+    used, kept = _predict(stack, model, tmp_path / "calibrated")
+    assert used["min_volume_um3"] == floor and used["postprocessing_from"]["min_volume_um3"] == "model (calibrated)"
+    assert sorted((r["z"], r["y"], r["x"]) for r in kept) == expected
+    assert min(float(r["volume_um3"]) for r in kept) >= floor
+    typed, everything = _predict(stack, model, tmp_path / "typed", "--min-volume-um3", "0")
+    assert typed["min_volume_um3"] == 0 and typed["postprocessing_from"]["min_volume_um3"] == "set"
+    assert len(everything) == len(rows)
+
+
 def _inferer(model, **keys):
     from monai.bundle import ConfigParser
 
@@ -139,6 +163,10 @@ def test_validation_uses_the_description_it_is_given(models):
     assert fresh.inferer.postprocess.kwargs["nucleus_threshold"] == 0.7
     described = StackPipeline.from_config(INFERENCE_JSON, read_model_description(calibrated), {"progress": False})
     assert described.inferer.postprocess.kwargs["nucleus_threshold"] == CALIBRATED
+    assert fresh.link.transform.min_volume_um3 == 0  # fallback: no volume floor
+    floored = StackPipeline.from_config(INFERENCE_JSON, ModelDescription(patch_size=64, min_volume_um3=15.0),
+                                        {"progress": False})
+    assert floored.link.transform.min_volume_um3 == 15.0
 
 
 def test_monai_label_uses_the_calibrated_threshold_unless_the_request_sets_one(models, stack, tmp_path):
@@ -160,6 +188,7 @@ def test_monai_label_uses_the_calibrated_threshold_unless_the_request_sets_one(m
 
 def test_resolution_rule_by_hand():
     from lecl_transforms.engines import resolve_postprocessing
+    from lecl_transforms.errors import LECLInputError
     from lecl_transforms.networks import ModelDescription
 
     fallbacks = {"np_threshold": 0.7, "min_instance_size": 10}
@@ -172,3 +201,13 @@ def test_resolution_rule_by_hand():
         "from": {"np_threshold": "set", "min_instance_size": "model (calibrated)"}}
     assert resolve_postprocessing(ModelDescription(), {"np_threshold": None}, fallbacks) == {
         "np_threshold": 0.7, "from": {"np_threshold": "fallback"}}
+    volume = {"min_volume_um3": 0}
+    assert resolve_postprocessing(ModelDescription(min_volume_um3=20.0), {"min_volume_um3": None}, volume) == {
+        "min_volume_um3": 20.0, "from": {"min_volume_um3": "model (calibrated)"}}
+    assert resolve_postprocessing(ModelDescription(min_volume_um3=20.0), {"min_volume_um3": "12.5"}, volume) == {
+        "min_volume_um3": 12.5, "from": {"min_volume_um3": "set"}}
+    assert resolve_postprocessing(ModelDescription(), {"min_volume_um3": None}, volume) == {
+        "min_volume_um3": 0.0, "from": {"min_volume_um3": "fallback"}}
+    for bad in (-1, "big", float("inf")):
+        with pytest.raises(LECLInputError, match="um\\^3"):
+            resolve_postprocessing(ModelDescription(), {"min_volume_um3": bad}, volume)

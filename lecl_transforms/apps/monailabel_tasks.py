@@ -58,10 +58,10 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "model.pt"
 TRAIN_STATS_NAME = "train_stats.json"
 #: inference.json keys a client may set per request; their defaults (and types) are inference.json's own values
-INFER_KEYS = ("np_threshold", "min_positive_slices", "nuclei_channel", "marker_channel", "overlap",
+INFER_KEYS = ("np_threshold", "min_volume_um3", "min_positive_slices", "nuclei_channel", "marker_channel", "overlap",
               "allow_suspicious_input", "link_method")
 #: the predictor's parameters each infer result reports as used (``resolved``): what the model supplied unless set
-RESOLVED_KEYS = ("np_threshold", "min_instance_size", "postprocessing_from", "model_pixel_size_um")
+RESOLVED_KEYS = ("np_threshold", "min_instance_size", "min_volume_um3", "postprocessing_from", "model_pixel_size_um")
 #: the training configs of a MONAI Label fine-tuning run, merged in order: the compact network and short schedule
 #: of quick.json (``compact``, the default) and the fine-tuning recipe of finetune.json (epochs are passes of
 #: ``patches_per_epoch`` patches; validation through the inference path picks the best epoch)

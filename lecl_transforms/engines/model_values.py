@@ -5,14 +5,15 @@ The rule, for every caller of the one pipeline (``lecl predict``, ``monai.bundle
 validation, MONAI Label), and said in one log line per value:
 
 * a value set in ``inference.json`` or on the command line (not ``null``) wins;
-* else the model's stored value (``np_threshold``, ``min_instance_size``: calibrated on its validation stacks;
-  ``pixel_size_yx``: its training images');
+* else the model's stored value (``np_threshold``, ``min_instance_size``, ``min_volume_um3``: calibrated on its
+  validation stacks; ``pixel_size_yx``: its training images');
 * else ``inference.json``'s documented fallback (``fallback_postprocessing``), or, for the pixel size, no rescaling.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 
 from ..errors import input_error
@@ -50,7 +51,18 @@ def _pixels(value, where: str):
     return int(number)
 
 
-_PARSE = {"np_threshold": _threshold, "min_instance_size": _pixels}
+def _volume(value, where: str):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not (math.isfinite(number) and number >= 0):
+        raise input_error(where, f"got {value!r}", "give a 3D nucleus volume in um^3 >= 0 (0: keep all), or null for "
+                          "the model's calibrated value")
+    return number
+
+
+_PARSE = {"np_threshold": _threshold, "min_instance_size": _pixels, "min_volume_um3": _volume}
 
 
 def _shown(value) -> str:
@@ -59,7 +71,7 @@ def _shown(value) -> str:
 
 def resolve_postprocessing(description, settings: Mapping, fallbacks: Mapping) -> dict:
     """The post-processing values to use, by the module's rule: ``settings`` (``inference.json``'s
-    ``np_threshold``, ``min_instance_size``; ``null`` = not set), the model's calibrated values
+    ``np_threshold``, ``min_instance_size``, ``min_volume_um3``; ``null`` = not set), the model's calibrated values
     (``description``: a :class:`~lecl_transforms.networks.ModelDescription`), ``fallbacks``
     (``fallback_postprocessing``). Returns ``{key: value, ..., "from": {key: where it came from}}``;
     ``np_threshold`` ``None`` means argmax (``np_threshold: "argmax"``)."""

@@ -55,12 +55,18 @@ class StackPipeline:
         post-processing settings (the inferer's ``network_outputs``)."""
         return self.inferer.network_outputs(data["image"], network)
 
-    def predict_from(self, data: Mapping, outputs, postprocess: Callable | None = None) -> dict:
-        """:meth:`predict` from kept network ``outputs``, post-processed by ``postprocess`` (default: the
-        pipeline's own), then linked: calibration tries several post-processings on one network run."""
+    def detect_from(self, data: Mapping, outputs, postprocess: Callable | None = None) -> dict:
+        """The per-slice detections of :meth:`predict` from kept network ``outputs``, post-processed by
+        ``postprocess`` (default: the pipeline's own), not yet linked."""
         d = dict(data)
         d.update(self.inferer.detect(outputs, postprocess))
-        return self.link(d)
+        return d
+
+    def predict_from(self, data: Mapping, outputs, postprocess: Callable | None = None,
+                     link: Callable | None = None) -> dict:
+        """:meth:`predict` from kept network ``outputs``, post-processed by ``postprocess`` and linked by ``link``
+        (defaults: the pipeline's own): calibration tries several settings on one network run."""
+        return (link or self.link)(self.detect_from(data, outputs, postprocess))
 
     def __call__(self, image, network: torch.nn.Module) -> dict:
         return self.predict(self.load(image), network)

@@ -5,7 +5,8 @@ gives the best detections differs from model to model (the model card measures 0
 :func:`calibrate_postprocessing` runs the bundle's one inference pipeline (:class:`~lecl_transforms.engines.
 StackPipeline`, the one :class:`~.stack.StackValidator` holds) on every validation stack: the network once per
 stack (:meth:`StackPipeline.network_outputs`), then, for every candidate of a small grid (e.g. ``np_threshold``
-0.3 ... 0.9), only the per-slice post-processing and the 3D linking, matched to the held-out clicks as
+0.3 ... 0.9 x ``min_volume_um3`` 0 ... 30), only the per-slice post-processing (once per candidate of its own keys)
+and the 3D linking (once per candidate of every key), matched to the held-out clicks as
 ``lecl evaluate`` does (detection F1, matching in um). The candidate of the best pooled detection F1 is chosen; the
 whole curve is kept, so the model card and a user can see how sensitive the model is.
 
@@ -31,12 +32,20 @@ from ..networks.placement import unwrap_parallel
 from .detection import NucleusCounts, scores
 from .stack import StackValidator
 
-__all__ = ["Calibration", "calibrate_postprocessing", "check_grid", "CALIBRATED_KEYS", "CALIBRATION_SCORE"]
+__all__ = ["Calibration", "calibrate_postprocessing", "check_grid", "CALIBRATED_KEYS", "POSTPROCESS_KEYS", "LINK_KEYS",
+           "CALIBRATION_SCORE"]
 
 logger = logging.getLogger(__name__)
 
-#: post-processing settings that can be calibrated: config key (``inference.json``) -> ``HoVerNetPostProcess`` name
-CALIBRATED_KEYS = {"np_threshold": "nucleus_threshold", "min_instance_size": "min_instance_size"}
+#: per-slice post-processing settings that can be calibrated: config key (``inference.json``) ->
+#: ``HoVerNetPostProcess`` name
+POSTPROCESS_KEYS = {"np_threshold": "nucleus_threshold", "min_instance_size": "min_instance_size"}
+#: 3D linking settings that can be calibrated: config key -> ``LinkSlicesd`` name
+LINK_KEYS = {"min_volume_um3": "min_volume_um3"}
+#: every calibrated setting: config key -> the name in its step
+CALIBRATED_KEYS = {**POSTPROCESS_KEYS, **LINK_KEYS}
+#: how far apart two candidates of a key are, per unit (F1 ties go to the candidate nearest the current settings)
+_TIE_SCALE = {"np_threshold": 1.0, "min_instance_size": 100.0, "min_volume_um3": 100.0}
 #: the score the calibration maximises: detection F1 of the 3D nuclei against the validation clicks
 CALIBRATION_SCORE = "np_f1"
 
@@ -75,7 +84,8 @@ class Calibration:
 
 def check_grid(grid: Mapping) -> dict[str, list]:
     """The candidates per calibrated key (``{"np_threshold": [0.3, ..., 0.9]}``), checked: known keys, non-empty
-    lists, probabilities in (0, 1) for ``np_threshold``, whole numbers >= 0 for ``min_instance_size``."""
+    lists, probabilities in (0, 1) for ``np_threshold``, whole numbers >= 0 for ``min_instance_size``, numbers >= 0
+    (um^3) for ``min_volume_um3``."""
     if not isinstance(grid, Mapping) or not grid:
         raise input_error("config: calibration_grid", f"got {grid!r}",
                           'give the candidates per key, e.g. {"np_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}')
@@ -89,21 +99,27 @@ def check_grid(grid: Mapping) -> dict[str, list]:
             if key == "np_threshold":
                 values = [float(v) for v in values]
                 ok = all(0.0 < v < 1.0 for v in values)
+            elif key == "min_volume_um3":
+                values = [float(v) for v in values]
+                ok = all(math.isfinite(v) and v >= 0 for v in values)
             else:
                 values = [int(v) for v in values]
                 ok = all(v >= 0 for v in values)
         except (TypeError, ValueError):
             ok = False
         if not values or not ok:
-            raise input_error(f"config: calibration_grid#{key}", f"got {grid[key]!r}",
-                              "give a list of probabilities between 0 and 1" if key == "np_threshold"
-                              else "give a list of whole numbers of pixels >= 0")
+            raise input_error(f"config: calibration_grid#{key}", f"got {grid[key]!r}", {
+                "np_threshold": "give a list of probabilities between 0 and 1",
+                "min_volume_um3": "give a list of 3D nucleus volumes in um^3 >= 0 (0: keep all)"}.get(
+                key, "give a list of whole numbers of pixels >= 0"))
         checked[key] = sorted(set(values))
     return checked
 
 
-def _current(postprocess) -> dict:
-    return {key: postprocess.kwargs[name] for key, name in CALIBRATED_KEYS.items()}
+def _current(postprocess, link) -> dict:
+    settings = link.transform.settings() if hasattr(link, "transform") else {}
+    return {**{key: postprocess.kwargs[name] for key, name in POSTPROCESS_KEYS.items()},
+            **{key: settings.get(name) for key, name in LINK_KEYS.items()}}
 
 
 def _closeness(candidate: Mapping, current: Mapping) -> float:
@@ -111,8 +127,8 @@ def _closeness(candidate: Mapping, current: Mapping) -> float:
     far = 0.0
     for key, value in candidate.items():
         now = current.get(key)
-        now = 0.5 if now is None else now  # argmax post-processing = threshold 0.5
-        far += abs(value - now) / (1.0 if key == "np_threshold" else 100.0)
+        now = (0.5 if key == "np_threshold" else 0.0) if now is None else now  # argmax = threshold 0.5
+        far += abs(value - now) / _TIE_SCALE[key]
     return far
 
 
@@ -123,12 +139,22 @@ def calibrate_postprocessing(validator: StackValidator, grid: Mapping, network: 
     is nothing to calibrate on (no validation stack, or no click in them). Puts the network in eval mode and
     restores its mode; under DDP every process must call it."""
     grid = check_grid(grid)
-    keys = list(grid)
-    candidates = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+    def product(names) -> list[dict]:
+        names = [k for k in grid if k in names]
+        return [dict(zip(names, values)) for values in itertools.product(*(grid[k] for k in names))]
+
+    # every pair of a post-processing candidate and a linking candidate; the per-slice detection of each
+    # post-processing candidate is made once and linked with each linking candidate
+    post_candidates, link_candidates = product(POSTPROCESS_KEYS), product(LINK_KEYS)
+    candidates = [{**p, **k} for p in post_candidates for k in link_candidates]
+    keys = list(candidates[0])
     pipeline = validator.pipeline
     base = pipeline.inferer.postprocess
-    current = _current(base)
-    posts = [base.with_settings(**{CALIBRATED_KEYS[k]: v for k, v in c.items()}) for c in candidates]
+    current = _current(base, pipeline.link)
+    posts = [base.with_settings(**{POSTPROCESS_KEYS[k]: v for k, v in c.items()}) for c in post_candidates]
+    links = [pipeline.link.with_settings(**{LINK_KEYS[k]: v for k, v in c.items()}) if c else pipeline.link
+             for c in link_candidates]
     network = unwrap_parallel(network if network is not None else validator.network)
     was_training = network.training
     network.eval()
@@ -140,7 +166,10 @@ def calibrate_postprocessing(validator: StackValidator, grid: Mapping, network: 
             loaded = validator.stack(index)[0]
             outputs = pipeline.network_outputs(loaded, network)
             for i, post in enumerate(posts):
-                counts[i] = counts[i] + validator.match(index, pipeline.predict_from(loaded, outputs, post))
+                detected = pipeline.detect_from(loaded, outputs, post)
+                for j, link in enumerate(links):
+                    k = i * len(links) + j
+                    counts[k] = counts[k] + validator.match(index, link(detected))
     except Exception as exc:  # noqa: BLE001 - raised on every process by pooled()
         failure = exc
     finally:

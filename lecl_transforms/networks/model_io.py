@@ -20,6 +20,7 @@ shape shows take the defaults, which the log says. :func:`convert_checkpoint` re
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -41,7 +42,8 @@ __all__ = ["ModelDescription", "load_model", "read_model_description", "load_wei
 MODEL_KEY = "model"
 DESCRIPTION_KEY = "lecl_model"
 #: the description's values that come from the training, not from the network's construction
-TRAINING_KEYS = ("patch_size", "composite", "pixel_size_yx", "np_threshold", "min_instance_size", "calibration")
+TRAINING_KEYS = ("patch_size", "composite", "pixel_size_yx", "np_threshold", "min_instance_size", "min_volume_um3",
+                 "calibration")
 _DEFAULT_COMPOSITE = {"weights": [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], "percentiles": [0.5, 99.8]}
 _DEFAULT_PATCH_SIZE = 256
 logger = logging.getLogger(__name__)
@@ -54,8 +56,8 @@ class ModelDescription:
     channel composite (``ChannelComposite`` weights and percentiles) the network was trained on, and, optional
     (``None``: not recorded), the ``(y, x)`` pixel size in um of the training images (``pixel_size_yx``), the
     post-processing values calibrated on the validation stacks at the end of training (``np_threshold``, and
-    ``min_instance_size`` when it was calibrated too) and the calibration itself (``calibration``: the grid's
-    detection F1 curve, see :class:`lecl_transforms.metrics.Calibration`).
+    ``min_instance_size`` / ``min_volume_um3`` when they were calibrated too) and the calibration itself
+    (``calibration``: the grid's detection F1 curve, see :class:`lecl_transforms.metrics.Calibration`).
 
     It travels inside the network's ``state_dict()`` (:meth:`attach`); ``state_dict``/``load_state_dict`` give it
     as a plain dict (the ``"lecl_model"`` entry of older checkpoints, the prediction summary)."""
@@ -70,6 +72,7 @@ class ModelDescription:
     pixel_size_yx: list | None = None
     np_threshold: float | None = None
     min_instance_size: int | None = None
+    min_volume_um3: float | None = None
     calibration: dict | None = None
     source: str = "checkpoint"  # "checkpoint" (stored with the weights) or "weight shapes" (inferred)
 
@@ -102,12 +105,14 @@ class ModelDescription:
 
     def record(self, network: HoVerNetSCL | None = None, **values) -> ModelDescription:
         """Set training values learnt after the description was made (``pixel_size_yx``, calibrated
-        ``np_threshold``, ``min_instance_size``, ``calibration``), checked, and re-attach the description to
-        ``network`` (the network being trained: its next ``state_dict()`` carries them). Returns itself."""
+        ``np_threshold``, ``min_instance_size``, ``min_volume_um3``, ``calibration``), checked, and re-attach the
+        description to ``network`` (the network being trained: its next ``state_dict()`` carries them). Returns
+        itself."""
         unknown = sorted(set(values) - set(TRAINING_KEYS))
         if unknown:
             raise ValueError(f"{unknown} are not training values of a model description ({TRAINING_KEYS})")
-        checks = {"pixel_size_yx": _pixel_size, "np_threshold": _threshold, "min_instance_size": _size}
+        checks = {"pixel_size_yx": _pixel_size, "np_threshold": _threshold, "min_instance_size": _size,
+                  "min_volume_um3": _volume}
         for key, value in values.items():
             setattr(self, key, checks.get(key, lambda v: v)(value))
         if network is not None:
@@ -172,6 +177,15 @@ def _size(value):
     if float(value) != int(value) or int(value) < 0:
         raise input_error("config: min_instance_size", f"got {value!r}", "give a whole number of pixels >= 0, or null")
     return int(value)
+
+
+def _volume(value):
+    value = optional(value)
+    if value is None:
+        return None
+    if not (math.isfinite(float(value)) and float(value) >= 0):
+        raise input_error("config: min_volume_um3", f"got {value!r}", "give a volume in um^3 >= 0, or null")
+    return float(value)
 
 
 def _read_checkpoint(path) -> tuple[dict, dict | None]:

@@ -14,7 +14,8 @@ __all__ = ["cmd_predict", "add_predict_parser", "run_predict", "typed_options", 
 CONFIG_OPTIONS = {"nuclei_channel": "nuclei_channel", "marker_channel": "marker_channel", "spacing": "spacing",
                   "axes": "axes", "override_spacing": "override_spacing",
                   "allow_suspicious_input": "allow_suspicious_input", "min_positive_slices": "min_positive_slices",
-                  "overlap": "overlap", "np_threshold": "np_threshold", "link_method": "link_method",
+                  "overlap": "overlap", "np_threshold": "np_threshold", "min_volume_um3": "min_volume_um3",
+                  "link_method": "link_method",
                   "rescale": "rescale", "model_pixel_size": "model_pixel_size_um"}
 
 
@@ -48,6 +49,9 @@ def add_predict_parser(sub) -> None:
     p.add_argument("--overlap", type=float, help="sliding-window overlap, 0 <= overlap < 1 (config: 0.25)")
     p.add_argument("--np-threshold", type=float, help="nucleus probability threshold of the per-slice "
                    "post-processing (config: null = the model's calibrated value, else 0.7)")
+    p.add_argument("--min-volume-um3", type=float, metavar="UM3",
+                   help="3D nuclei smaller than this volume in um^3 are dropped after linking (config: null = the "
+                   "model's calibrated value, else 0 = keep all)")
     p.add_argument("--no-rescale", dest="rescale", action="store_const", const=False,
                    help="do not rescale slices to the model's pixel size (config: rescale true)")
     p.add_argument("--model-pixel-size", type=float, metavar="UM",

@@ -78,7 +78,7 @@ class Nuclei3D:
 
 # -- parameters and inputs ---------------------------------------------------------------------------------------------
 def check_link_parameters(min_overlap: float, max_gap_um: float, min_positive_slices: int, method: str,
-                          projection_radius: float = 4) -> None:
+                          projection_radius: float = 4, min_volume_um3: float = 0.0) -> None:
     """Refuse bad linking parameters with an input error naming the config key."""
     def number(value) -> float:  # NaN (refused below) for anything that is not a real number
         return float(value) if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) else np.nan
@@ -100,6 +100,9 @@ def check_link_parameters(min_overlap: float, max_gap_um: float, min_positive_sl
     if not (np.isfinite(number(projection_radius)) and projection_radius >= 0):
         raise input_error("config: projection_radius", f"got {projection_radius!r}",
                           "give the centroid disk radius in pixels (published code: 4)")
+    if not (np.isfinite(number(min_volume_um3)) and min_volume_um3 >= 0):
+        raise input_error("config: min_volume_um3", f"got {min_volume_um3!r}",
+                          "give 0 (keep every 3D nucleus) or the least 3D nucleus volume in um^3, e.g. 20")
 
 
 def _check_inputs(instances, slice_class, slice_score, spacing):
@@ -358,6 +361,17 @@ def _absorb_fragments(present, component, area, sum_y, sum_x, slice_of):
     return compact.ravel()
 
 
+def _drop_small(present, component, area, voxel_um3: float, min_volume_um3: float):
+    """Drop the 3D nuclei (components) whose volume -- the summed area of their slice instances times the voxel
+    volume -- is below ``min_volume_um3`` (single-slice fragments); the kept components are renumbered 0..M'-1."""
+    if min_volume_um3 <= 0 or not len(component):
+        return present, component
+    volume = np.bincount(component, weights=area[present].astype(np.float64)) * voxel_um3
+    keep = volume[component] >= min_volume_um3 - 1e-9  # slack for the float product
+    _, compact = np.unique(component[keep], return_inverse=True)
+    return present[keep], compact.ravel()
+
+
 # -- per-nucleus table -------------------------------------------------------------------------------------------------
 def _nuclei_table(instances, present, component, area, sum_y, sum_x, slice_of, slice_class, slice_score,
                   min_positive_slices) -> Nuclei3D:
@@ -413,7 +427,8 @@ def _nuclei_table(instances, present, component, area, sum_y, sum_x, slice_of, s
 
 def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.ndarray,
                 spacing: Sequence[float] = (1.0, 1.0, 1.0), *, min_overlap: float = 0.5, max_gap_um: float = 0.0,
-                min_positive_slices: int = 1, method: str = "overlap", projection_radius: float = 4) -> Nuclei3D:
+                min_positive_slices: int = 1, method: str = "overlap", projection_radius: float = 4,
+                min_volume_um3: float = 0.0) -> Nuclei3D:
     """Link per-slice 2D nucleus instances into 3D nuclei and classify them.
 
     Args:
@@ -421,7 +436,8 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
             holds its own ids, e.g. 1..n0 on slice 0, n0+1..n0+n1 on slice 1; ids need not be contiguous).
         slice_class: ``(N + 1,)`` int, class of each slice instance (index 0 unused; 1 negative, 2 positive, 0 none).
         slice_score: ``(N + 1,)`` float, each slice instance's probability of the positive class.
-        spacing: ``(dz, dy, dx)`` in um (only ``dz`` is used, to turn ``max_gap_um`` into slices).
+        spacing: ``(dz, dy, dx)`` in um (``dz`` turns ``max_gap_um`` into slices; ``dz * dy * dx`` is the voxel
+            volume of ``min_volume_um3``).
         min_overlap: least (y, x) overlap of two linked instances, as a fraction of the smaller one's area.
         max_gap_um: ``"overlap"`` only: largest z-gap bridged over missing slices: instances on slices z < z' may
             link when ``(z' - z - 1) * dz <= max_gap_um``; 0 links adjacent slices only.
@@ -430,6 +446,8 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
         method: ``"overlap"`` (this function's default), ``"chain"`` (the bundle's default, ``inference.json``) or
             ``"projection"`` (the published code's rule, for comparison).
         projection_radius: disk radius (px) of the ``"projection"`` method (published code: 4).
+        min_volume_um3: every method: linked 3D nuclei whose volume (voxels of all their slice instances times
+            ``dz * dy * dx``) is below this are dropped (their voxels become background); 0 keeps all.
 
     Linking rule (``"overlap"``): two instances on slices z < z' are linked when their (y, x) overlap is at least
     ``min_overlap`` of the smaller one's area AND each is the other's largest-overlap partner on the other slice (ties
@@ -463,7 +481,7 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
     Returns:
         :class:`Nuclei3D` (``labels`` ``(Z, Y, X)`` uint32 and one row per 3D nucleus).
     """
-    check_link_parameters(min_overlap, max_gap_um, min_positive_slices, method, projection_radius)
+    check_link_parameters(min_overlap, max_gap_um, min_positive_slices, method, projection_radius, min_volume_um3)
     instances, slice_class, slice_score, spacing = _check_inputs(instances, slice_class, slice_score, spacing)
     area, sum_y, sum_x, slice_of = _slice_instance_stats(instances, len(slice_class))
     if method == "overlap":
@@ -473,5 +491,6 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
         present, component = _chain_components(instances, area, sum_y, sum_x, slice_of, float(min_overlap))
     else:
         present, component = _projection_components(instances, area, sum_y, sum_x, projection_radius)
+    present, component = _drop_small(present, component, area, float(np.prod(spacing)), float(min_volume_um3))
     return _nuclei_table(instances, present, component, area, sum_y, sum_x, slice_of, slice_class, slice_score,
                          int(min_positive_slices))
