@@ -24,13 +24,15 @@ pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="bundle/models/mod
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The shipped compact model (no calibrated value) and a copy whose description holds np_threshold 0.55."""
+    """The shipped compact model's weights without calibrated values (as models trained before calibration) and
+    a copy whose description holds np_threshold 0.55."""
     from lecl_transforms.networks import update_description
 
     folder = tmp_path_factory.mktemp("models")
     plain, calibrated = folder / "plain.pt", folder / "calibrated.pt"
     shutil.copyfile(SHIPPED, plain)
-    shutil.copyfile(SHIPPED, calibrated)
+    update_description(plain, np_threshold=None, min_volume_um3=None, calibration=None)
+    shutil.copyfile(plain, calibrated)
     curve = [{"np_threshold": t, "np_f1": f} for t, f in ((0.45, 0.5), (CALIBRATED, 0.8), (0.7, 0.6))]
     update_description(calibrated, np_threshold=CALIBRATED,
                        calibration={"values": {"np_threshold": CALIBRATED}, "score": 0.8, "curve": curve,
