@@ -97,16 +97,16 @@ def test_branch_keys_come_from_monai_enum():
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"
-# outputs of the shipped weights on the input below, computed when the decoder blocks were MONAI's private
-# ``_DecoderBlock``/``_Transition`` (before the blocks were re-stated here; bit-identical after): per channel mean,
-# std, then the values at pixels (3, 5), (16, 16), (28, 9) channel by channel
+# outputs of the shipped weights (0.6.0, retrained with cpu.json) on the input below, recorded when they were
+# shipped, so a change in the network's code that changes its outputs is caught: per channel mean, std, then the
+# values at pixels (3, 5), (16, 16), (28, 9) channel by channel
 SHIPPED_OUTPUTS = {
-    "horizontal_vertical": ([-0.082473, 0.035622], [0.171458, 0.158456],
-                            [-0.10058, -0.10058, -0.10058, 0.05105, 0.05105, 0.05105]),
-    "nucleus_prediction": ([-1.24907, 0.591658], [1.441499, 0.573767],
-                           [1.30219, -1.15751, -0.34031, 0.51438, 0.11509, 0.01631]),
-    "type_prediction": ([-0.716119, 2.877593, 1.70361], [3.195595, 2.49817, 3.085332],
-                        [-2.79288, -4.18809, 5.46157, 4.7533, 2.12337, 0.75762, -1.52411, 6.53781, 2.97843]),
+    "horizontal_vertical": ([-0.11399, 0.0405079], [0.012492, 0.0119825],
+                            [-0.115079, -0.115079, -0.115079, 0.0415775, 0.0415775, 0.0415775]),
+    "nucleus_prediction": ([1.23651, 0.259491], [2.67962, 1.15685],
+                           [1.17333, 5.61521, 7.22195, -0.787605, -1.0778, -0.268967]),
+    "type_prediction": ([-2.4852, 2.2537, 1.6299], [2.02127, 2.20887, 3.46381],
+                        [-1.2396, -4.59994, -1.79708, 0.0664492, 0.184882, 2.69879, 1.68596, 7.57217, -1.01299]),
 }
 
 

@@ -172,7 +172,9 @@ def test_same_counts_as_the_inference_bundle_and_lecl_evaluate(dataset, tmp_path
     parser.update({"datalist": str(datalist), "section": "validation", "output_dir": str(tmp_path / "pred"),
                    "progress": False, "amp": False, "network": network, "inferer#roi_size": SIZE,
                    "inferer#composite": "$lecl_transforms.ChannelComposite()", "predictor#model_info": {},
-                   "link_method": "overlap"})
+                   "link_method": "overlap",
+                   # the validator's description, not the shipped checkpoint's (its calibrated values would differ)
+                   "model_description": f"$lecl_transforms.networks.ModelDescription(patch_size={SIZE})"})
     predictor = parser.get_parsed_content("predictor")
     predictor.run()
     offline = evaluate_predictions(tmp_path / "pred", datalist, section="validation")
