@@ -360,10 +360,10 @@ def test_bad_config_values_fail_at_start(tmp_path, override, message):
 
 
 def test_lecl_demo_runs_end_to_end(tmp_path):
-    """README's first command, the whole job: synth -> prepare -> train -> predict -> evaluate (shortened: 2 epochs).
+    """README's first command, the whole job: synth -> prepare -> train -> predict -> evaluate (shortened: 1 epoch).
     What it prints is what metrics.json holds, and every output is where it says."""
     result = subprocess.run([sys.executable, "-m", "lecl_transforms", "demo", "--out", str(tmp_path / "demo"),
-                             "--epochs", "2"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                             "--epochs", "1"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]
     demo = tmp_path / "demo"
