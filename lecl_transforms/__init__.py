@@ -25,8 +25,8 @@ _EXPORTS = {
                      "NucleiMarkerChannelsd", "PointDistanceMap", "PointDistanceMapd", "NucleiMask3D", "NucleiMask3Dd",
                      "VoronoiCells", "VoronoiCellsd", "SliceSets", "SliceSetsd", "ExtendedMIP", "ExtendedMIPd",
                      "MaxIntensityProjection", "MaxIntensityProjectiond", "ChannelComposite", "ChannelComposited",
-                     "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd", "SliceViews", "SliceViewsd",
-                     "RandSliceViewd"), "transforms"),
+                     "ThreeRegionLabel", "ThreeRegionLabeld", "HoVerNetTargets", "HoVerNetTargetsd", "SliceViews",
+                     "SliceViewsd", "RandSliceViewd"), "transforms"),
 }
 
 __all__ = sorted(_EXPORTS)

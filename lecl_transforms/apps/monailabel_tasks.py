@@ -21,9 +21,9 @@ in the model zoo or downloaded (MONAI Label's own bundle app checks the zoo's li
   ``bundle/models/model.pt`` is never modified.
 
 A request the server cannot answer because of its input gets a clear answer, not a bare HTTP 500
-(:func:`checked_infer`): an image id the datastore does not hold -> 404 naming the id, how ids are formed (the stack's file name without its
-extension) and some ids it holds; any other bad input (a request value, a stack's channels) -> 422 with the
-where/problem/fix message. Both are logged.
+(:func:`checked_infer`): an image id the datastore does not hold -> 404 naming the id, how ids are formed (the
+stack's file name without its extension) and some ids it holds; any other bad input (a request value, a stack's
+channels) -> 422 with the where/problem/fix message. Both are logged.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""``lecl demo``: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> LECL training (the CPU recipe, shortened) -> inference on the
-held-out stacks -> evaluation, all under ``--out``;
+"""``lecl demo``: synthetic stacks -> pseudo-labels/EMIP with QC pictures -> LECL training (the CPU recipe,
+shortened) -> inference on the held-out stacks -> evaluation, all under ``--out``;
 and the summaries ``lecl synth`` and ``lecl demo`` print."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ MANIFEST_NAME = "lecl_demo.json"
 
 def cmd_demo(args) -> int:
     """The built-in end-to-end run: synthetic stacks -> pseudo-labels -> training (the bundle's ``train.json`` +
-    ``cpu.json`` + ``demo.json``) -> inference on the held-out test stacks (``inference.json``) -> evaluation (``evaluate.json``),
-    all through MONAI's bundle runner. Writes nothing unless ``--out`` is new, empty, or an earlier demo and
-    ``--overwrite`` is given."""
+    ``cpu.json`` + ``demo.json``) -> inference on the held-out test stacks (``inference.json``) -> evaluation
+    (``evaluate.json``), all through MONAI's bundle runner. Writes nothing unless ``--out`` is new, empty, or an
+    earlier demo and ``--overwrite`` is given."""
     from ..data.synthetic import REGIMES
     from ..data.synthetic_dataset import check_synth_options, write_dataset
     from .bundle import configs_dir, run_bundle

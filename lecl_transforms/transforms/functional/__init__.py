@@ -23,7 +23,8 @@ from .weak_label import (labelled_dilation, refine_per_cell, remove_small_compon
                          voronoi_border_band)
 
 __all__ = [*_emip_all, "hover_maps", "labelled_dilation", "refine_per_cell", "remove_small_components",
-           "three_region_label", "voronoi_border_band", "percentile_range", "normalize_percentiles", "local_mean_at", "local_median_at",
+           "three_region_label", "voronoi_border_band", "percentile_range", "normalize_percentiles", "local_mean_at",
+           "local_median_at",
            "far_from_clicks", "slice_ranks", "sample_slices", "significant_foreground", "correlation_length",
            "structure_fraction",
            "SliceDetections", "hovernet_postprocess", "instance_contours", "Nuclei3D", "link_slices",
