@@ -244,23 +244,18 @@ def test_prepare_reads_a_bom_datalist_and_names_a_truncated_stack(synth_dir, tmp
     assert (tmp_path / "out" / "synth_000_emip.tif").is_file()  # the good stacks are still prepared
 
 
-@pytest.mark.parametrize("overlap", ["1", "-0.5"])
-def test_predict_overlap_outside_zero_one_is_refused_before_any_work(tmp_path, capsys, overlap):
+@pytest.mark.parametrize("option, value, where, fix", [
+    ("--overlap", "1", "--overlap", "from 0 up to (not including) 1"),
+    ("--overlap", "-0.5", "--overlap", "from 0 up to (not including) 1"),
+    ("--min-volume-um3", "-5", "min_volume_um3", "um^3 >= 0"),
+    ("--min-volume-um3", "nan", "min_volume_um3", "um^3 >= 0"),
+])
+def test_predict_setting_out_of_range_is_refused_before_any_work(tmp_path, capsys, option, value, where, fix):
     from conftest import make_czyx, write_imagej_zcyx
 
     image = write_imagej_zcyx(tmp_path / "s.tif", make_czyx((2, 4, 64, 64)))
-    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p"), "--overlap", overlap],
-             "--overlap", f"got {float(overlap)}", "from 0 up to (not including) 1")
-    assert not (tmp_path / "p").exists()
-
-
-@pytest.mark.parametrize("volume", ["-5", "nan"])
-def test_predict_bad_min_volume_is_refused_before_any_work(tmp_path, capsys, volume):
-    from conftest import make_czyx, write_imagej_zcyx
-
-    image = write_imagej_zcyx(tmp_path / "s.tif", make_czyx((2, 4, 64, 64)))
-    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p"), "--min-volume-um3", volume],
-             "min_volume_um3", f"got {float(volume)}", "um^3 >= 0")
+    _refused(capsys, ["predict", "--image", str(image), "--out", str(tmp_path / "p"), option, value],
+             where, f"got {float(value)}", fix)
     assert not (tmp_path / "p").exists()
 
 
