@@ -51,22 +51,17 @@ class StackPipeline:
         return self.link(d)
 
     def network_outputs(self, data: Mapping, network: torch.nn.Module):
-        """The network's outputs for every slice of a loaded stack, kept for :meth:`predict_from` with other
+        """The network's outputs for every slice of a loaded stack, kept for :meth:`detect_from` with other
         post-processing settings (the inferer's ``network_outputs``)."""
         return self.inferer.network_outputs(data["image"], network)
 
     def detect_from(self, data: Mapping, outputs, postprocess: Callable | None = None) -> dict:
         """The per-slice detections of :meth:`predict` from kept network ``outputs``, post-processed by
-        ``postprocess`` (default: the pipeline's own), not yet linked."""
+        ``postprocess`` (default: the pipeline's own), not yet linked (``self.link``, or a copy with other settings,
+        links them: calibration tries several settings on one network run)."""
         d = dict(data)
         d.update(self.inferer.detect(outputs, postprocess))
         return d
-
-    def predict_from(self, data: Mapping, outputs, postprocess: Callable | None = None,
-                     link: Callable | None = None) -> dict:
-        """:meth:`predict` from kept network ``outputs``, post-processed by ``postprocess`` and linked by ``link``
-        (defaults: the pipeline's own): calibration tries several settings on one network run."""
-        return (link or self.link)(self.detect_from(data, outputs, postprocess))
 
     def __call__(self, image, network: torch.nn.Module) -> dict:
         return self.predict(self.load(image), network)
