@@ -73,6 +73,27 @@ def test_one_slice_tip_just_past_a_nucleus_is_absorbed_and_one_past_an_empty_sli
     assert len(s.link(method="chain")) == 2
 
 
+def test_nucleus_seen_on_one_slice_takes_its_one_slice_tip_and_the_tips_marker():
+    """A nucleus detected on one slice only (its other slices missed) with its tip as a second one-slice instance on
+    the slice above, off its centre (shift 5 px > 0.7 x 6 px: the assignment does not link them), and the marker
+    seen only on the tip: one positive nucleus (the bigger one-slice chain takes the smaller). Two one-slice
+    instances of the same size are two nuclei (neither is the fragment), and so is a tip one empty slice higher."""
+    s = Stack()
+    body = s.add(4, disk((20, 20), 6))
+    tip = s.add(5, disk((20, 25), 3), cls=2, score=0.9)
+    nuclei = s.link(method="chain")
+    assert len(nuclei) == 1 and nuclei.slice_to_nucleus[tip] == nuclei.slice_to_nucleus[body] == 1
+    assert (nuclei.z_start[0], nuclei.z_stop[0], nuclei.label[0], nuclei.positive_slices[0]) == (4, 5, 2, 1)
+    s = Stack()
+    s.add(4, disk((20, 20), 4))
+    s.add(5, disk((20, 23), 4), cls=2, score=0.9)
+    assert len(s.link(method="chain")) == 2
+    s = Stack()
+    s.add(4, disk((20, 20), 6))
+    s.add(6, disk((20, 23), 3), cls=2, score=0.9)
+    assert s.link(method="chain").label.tolist() == [1, 2]
+
+
 def test_missing_slice_is_bridged():
     s = Stack()
     whole_neighbours(s)

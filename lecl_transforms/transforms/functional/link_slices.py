@@ -322,11 +322,14 @@ def _heights(next_of, prev_of, slice_of, n_z, area):
 
 
 def _absorb_fragments(present, component, area, sum_y, sum_x, slice_of):
-    """Chains of at most ``ABSORB_MAX_SLICES`` slices whose centroid lies inside a longer chain's footprint -- the
+    """Chains of at most ``ABSORB_MAX_SLICES`` slices whose centroid lies inside a bigger chain's footprint -- the
     disk of ``ABSORB_REACH`` times its largest slice's radius around its mean centroid -- on a slice within that
     chain's z range widened by ``ABSORB_BEYOND`` slices join it (the nearest such chain, distance relative to its
-    radius): in-plane splits and z-split tips of one nucleus are one nucleus. A chain farther beyond another's z range
-    (a decoy's marker slices past an empty slice, a nucleus stacked on it) is never absorbed."""
+    radius): in-plane splits and z-split tips of one nucleus are one nucleus. "Bigger" is longer, or as short but of
+    more voxels: a nucleus seen on one slice with its tip as a second one-slice chain (the tip failed the chain's
+    overlap or shift test) becomes one nucleus, and a marker seen only on the tip still makes it positive. A fragment
+    absorbed by a fragment follows it into its own chain. A chain farther beyond another's z range (a decoy's marker
+    slices past an empty slice, a nucleus stacked on it) is never absorbed."""
     from scipy.spatial import cKDTree
 
     n_chains = int(component.max()) + 1 if len(component) else 0
@@ -341,22 +344,27 @@ def _absorb_fragments(present, component, area, sum_y, sum_x, slice_of):
     z_lo, z_hi = np.full(n_chains, np.iinfo(np.int64).max), np.full(n_chains, -1)
     np.minimum.at(z_lo, component, slice_of[present])
     np.maximum.at(z_hi, component, slice_of[present])
-    long_chain = np.flatnonzero(length > ABSORB_MAX_SLICES)
     short = np.flatnonzero(length <= ABSORB_MAX_SLICES)
-    if not len(long_chain) or not len(short):
+    if not len(short) or n_chains < 2:
         return component
-    # candidate (fragment chain, long chain) pairs within the largest reach, then each chain's own reach and z range
-    tree = cKDTree(np.stack([cy[long_chain], cx[long_chain]], 1))
+    # candidate (fragment chain, any chain) pairs within the largest reach, then each chain's own reach, its z range
+    # and its size (only into a bigger chain: no cycles)
+    tree = cKDTree(np.stack([cy, cx], 1))
     pairs = tree.sparse_distance_matrix(cKDTree(np.stack([cy[short], cx[short]], 1)), float(reach.max()),
                                         output_type="ndarray")
-    c, f = long_chain[pairs["i"]], short[pairs["j"]]
+    c, f = pairs["i"].astype(np.int64), short[pairs["j"]]
     relative = pairs["v"] / np.maximum(reach[c], 1e-9)
-    good = (relative <= 1) & (z_lo[c] - ABSORB_BEYOND <= z_lo[f]) & (z_hi[f] <= z_hi[c] + ABSORB_BEYOND)
+    bigger = (length[c] > length[f]) | ((length[c] == length[f]) & (volume[f] < volume[c]))
+    good = bigger & (relative <= 1) & (z_lo[c] - ABSORB_BEYOND <= z_lo[f]) & (z_hi[f] <= z_hi[c] + ABSORB_BEYOND)
     c, f, relative = c[good], f[good], relative[good]
     order = np.lexsort((c, relative, f))  # per fragment: the nearest chain (ties: the lower chain)
     first = np.r_[True, f[order][1:] != f[order][:-1]] if len(f) else np.zeros(0, bool)
     target = np.arange(n_chains)
     target[f[order][first]] = c[order][first]
+    # a fragment absorbed by a fragment goes where that one goes: follow targets to their end (sizes strictly grow
+    # along target links, so they end) by pointer doubling
+    for _ in range(int(np.ceil(np.log2(max(n_chains, 2)))) + 1):
+        target = target[target]
     _, compact = np.unique(target[component], return_inverse=True)
     return compact.ravel()
 
@@ -465,9 +473,10 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
     (smaller than ``CHAIN_TIP_RATIO`` of its neighbour in its chain) or the bridged chain would be taller than the
     ``CHAIN_HEIGHT_QUANTILE`` quantile of the chains' heights + 1 slice: the top of one nucleus and the bottom of
     another stacked on it, or a decoy's marker slices above a nucleus, stay apart. Finally a chain of
-    ``ABSORB_MAX_SLICES`` (1) slice whose centroid lies within ``ABSORB_REACH`` (1.0) times a longer chain's largest
-    radius of that chain's centre, on a slice inside its z range or ``ABSORB_BEYOND`` (1) slice past its ends, is
-    absorbed into it (in-plane splits, z-split tips); the 3D nucleus may then hold two instances on one slice.
+    ``ABSORB_MAX_SLICES`` (1) slice whose centroid lies within ``ABSORB_REACH`` (1.0) times a bigger chain's largest
+    radius of that chain's centre (bigger: longer, or as short with more voxels), on a slice inside its z range or
+    ``ABSORB_BEYOND`` (1) slice past its ends, is absorbed into it (in-plane splits, z-split tips, the tip of a
+    nucleus seen on one slice); the 3D nucleus may then hold two instances on one slice.
     ``max_gap_um`` does not apply.
 
     ``"projection"``: each instance's centroid is drawn as a disk of ``projection_radius`` px, the drawings of all
