@@ -140,12 +140,17 @@ def test_table1_orders_rows_from_the_numbers():
     assert "the paper (D1, NC F1): LECL 0.7890 > HoVer-Net (EMIP) 0.7718 > HoVer-Net (MIP) 0.7424" in text
 
 
-def test_table1_one_row_one_epoch_end_to_end(tmp_path, capsys):
+def test_table1_one_row_one_epoch_end_to_end(tmp_path, request):
     """One row, one seed, one epoch on 3 small stacks (train, predict, evaluate against the true centres, decoys):
     every column present and in range, the decoys counted against the generator's own decoy column, and a rerun into
     the same --out keeps the finished row; other settings into it are refused."""
+    import torch
+
     table1 = load_benchmark("table1")
     out = tmp_path / "t1"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as ENV does for the scripts run in a subprocess
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     args = ["--out", str(out), "--seeds", "0", "--rows", "LECL", "--epochs", "1", "--n-images", "3", "--size", "128",
             "patches_per_epoch=8"]
     assert table1.main(args) == 0
