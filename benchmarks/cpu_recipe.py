@@ -9,7 +9,7 @@ with the post-processing calibrated on the validation stacks), predicts the 2 te
 scores them with ``lecl evaluate`` against the TRUE nucleus centres of the generator (every nucleus, clicked or
 not; the clicks carry the simulated annotator's errors). Prints per seed and mean +- standard deviation of detection
 and marker-positive precision / recall / F1 and the training wall time; writes ``cpu_recipe.json``. A rerun into the
-same ``--out`` keeps what is done.
+same ``--out`` keeps what is done (finished seeds, and trained models of unfinished ones).
 """
 
 from __future__ import annotations
