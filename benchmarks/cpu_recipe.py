@@ -9,7 +9,7 @@ with the post-processing calibrated on the validation stacks), predicts the 2 te
 scores them with ``lecl evaluate`` against the TRUE nucleus centres of the generator (every nucleus, clicked or
 not; the clicks carry the simulated annotator's errors). Prints per seed and mean +- standard deviation of detection
 and marker-positive precision / recall / F1 and the training wall time; writes ``cpu_recipe.json``. A rerun into the
-same ``--out`` keeps what is done.
+same ``--out`` keeps what is done (finished seeds, and trained models of unfinished ones).
 """
 
 from __future__ import annotations
@@ -45,32 +45,68 @@ def truth_datalist(data: Path) -> Path:
     return path
 
 
-def run_seed(out: Path, seed: int, keys: dict) -> dict:
+def seed_data(data: Path, seed: int, n_images: int = 12, size: int | None = None) -> Path:
+    """``lecl synth --regime dense --n-images 12 --seed S`` into ``data`` (kept when already there); ``size``: another
+    stack width and height than the regime's 256 px. Returns the datalist."""
+    from dataclasses import replace
+
     from lecl_transforms.data import REGIMES, write_dataset
+
+    datalist = data / "datalist.json"
+    if not datalist.is_file():
+        cfg = REGIMES["dense"] if size is None else replace(REGIMES["dense"], size_yx=size)
+        write_dataset(data, n_images, seed, cfg, regime="dense")
+    return datalist
+
+
+def train_and_score(root: Path, data: Path, seed: int, configs=("train.json", "cpu.json"), keys=None) -> tuple:
+    """Train ``configs`` (merged in order) + ``keys`` on ``data``'s training stacks into ``root`` (skipped when an
+    earlier call finished it: ``root/trained.json``), predict the test stacks (``root/predictions``) and score them
+    against the true centres (``root/eval``). Returns ``(lecl evaluate's report, training seconds)``."""
     from lecl_transforms.tools.bundle import run_bundle
     from lecl_transforms.tools.evaluate import run_evaluate
     from lecl_transforms.tools.predict import run_predict
 
-    root = out / f"seed{seed}"
-    done = root / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    data = root / "data"
     datalist = data / "datalist.json"
-    if not datalist.is_file():
-        write_dataset(data, 12, seed, REGIMES["dense"], regime="dense")
-    start = time.perf_counter()
-    run_bundle("training", "train.json", "cpu.json", bundle_root=str(root), datalist=str(datalist), seed=seed,
-               mlflow=False, overwrite=True, **keys)
-    trained = time.perf_counter() - start
+    trained = root / "trained.json"
+    if trained.is_file():
+        train_s = json.loads(trained.read_text())["train_s"]
+    else:
+        start = time.perf_counter()
+        run_bundle("training", *configs, bundle_root=str(root), datalist=str(datalist), seed=seed, mlflow=False,
+                   overwrite=True, **(keys or {}))
+        train_s = time.perf_counter() - start
+        trained.write_text(json.dumps({"train_s": train_s, "configs": list(configs), "keys": keys or {}}))
     model = root / "models" / "stage0" / "model.pt"
     run_predict(root / "predictions", datalist=str(datalist), section="test", checkpoint=model, overwrite=True,
                 progress=False)
     report = run_evaluate(root / "predictions", truth_datalist(data), "test", out=root / "eval", overwrite=True,
                           mlflow=False, qc_pictures=False)
-    result = {**{k: float(report["pooled"][k]) for k in METRICS}, "train_s": trained, "seed": seed}
+    return report, train_s
+
+
+def run_seed(out: Path, seed: int, keys: dict) -> dict:
+    root = out / f"seed{seed}"
+    done = root / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    seed_data(root / "data", seed)
+    report, train_s = train_and_score(root, root / "data", seed, keys=keys)
+    result = {**{k: float(report["pooled"][k]) for k in METRICS}, "train_s": train_s, "seed": seed}
     done.write_text(json.dumps(result, indent=1))
     return result
+
+
+def parse_keys(items) -> dict:
+    """``KEY=VALUE`` arguments -> config keys (values as Python literals, ``true``/``false`` too, else strings)."""
+    keys = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        try:
+            keys[key] = ast.literal_eval(value.replace("true", "True").replace("false", "False"))
+        except (ValueError, SyntaxError):
+            keys[key] = value
+    return keys
 
 
 def main(argv=None) -> int:
@@ -79,13 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("keys", nargs="*", help="config keys to change, KEY=VALUE (Python literals), e.g. epochs=60")
     args = p.parse_args(argv)
-    keys = {}
-    for item in args.keys:
-        key, value = item.split("=", 1)
-        try:
-            keys[key] = ast.literal_eval(value.replace("true", "True").replace("false", "False"))
-        except (ValueError, SyntaxError):
-            keys[key] = value
+    keys = parse_keys(args.keys)
     rows = [run_seed(args.out, seed, keys) for seed in args.seeds]
     print(f"cpu.json{' + ' + str(keys) if keys else ''}: test stacks of the dense regime, true centres")
     print("| seed | " + " | ".join(METRICS) + " | training s |")

@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from lecl_transforms import REGIMES, load_datalist, write_dataset
 from lecl_transforms.data import datalist_sections
-from lecl_transforms.metrics import counts_from_matches, match_nuclei, scores
+from lecl_transforms.metrics import counts_from_matches, decoy_counts, match_nuclei, scores
 from lecl_transforms.transforms.functional.link_slices import LINK_METHODS, link_slices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,17 +144,14 @@ def damage(instances3d: np.ndarray, marker: np.ndarray, rows: list[dict], rng: n
 # -- scoring -----------------------------------------------------------------------------------------------------------
 def nucleus_scores(nuclei, rows, spacing, radius_um=3.0, z_tolerance=1) -> dict:
     """Linked nuclei (a ``Nuclei3D``) against the true nuclei (centre slice, centre y x): ``lecl evaluate``'s
-    matching and scores, plus decoys matched to a positive prediction."""
+    matching and scores, plus :func:`~lecl_transforms.metrics.decoy_counts` (decoys, matched, called positive)."""
     t = nuclei.table()
     pred = np.stack([t["z"], t["y"], t["x"]], 1)
     true = np.array([[r["centre_z"], r["centre_y"], r["centre_x"]] for r in rows], np.float64).reshape(-1, 3)
     labels = np.array([r["label"] for r in rows], np.int64)
     p, q = match_nuclei(pred, np.stack([t["z_start"], t["z_stop"]], 1), true, spacing, radius_um, z_tolerance)
-    result = scores(counts_from_matches(t["label"], labels, p, q))
-    decoy = np.array([r["decoy"] for r in rows], bool)
-    result["decoys"] = int(decoy.sum())
-    result["decoys_positive"] = int((decoy[q] & (t["label"][p] == 2)).sum())
-    return result
+    decoys = np.array([r["decoy"] for r in rows], bool)
+    return {**scores(counts_from_matches(t["label"], labels, p, q)), **decoy_counts(t["label"], decoys, p, q)}
 
 
 def pooled(results: list[dict]) -> dict:
@@ -163,8 +160,8 @@ def pooled(results: list[dict]) -> dict:
     weight = np.array([r["n_true"] for r in results], np.float64)
     out = {k: float(np.average([r[k] for r in results], weights=weight)) for k in ("np_f1", "nc_f1", "np_precision",
                                                                                     "np_recall")}
-    out["decoys"] = sum(r["decoys"] for r in results)
-    out["decoys_positive"] = sum(r["decoys_positive"] for r in results)
+    for key in ("decoys", "decoys_matched", "decoys_positive"):  # counts: summed
+        out[key] = sum(r[key] for r in results)
     return out
 
 
@@ -244,10 +241,9 @@ def classify_true_nuclei(outputs, truth: np.ndarray, rows, spacing, min_positive
     true_labels = np.array([r["label"] for r in rows])
     pred_labels = label[[r["id"] for r in rows]]
     both = np.arange(len(rows))
-    result = scores(counts_from_matches(pred_labels, true_labels, both, both))
-    decoy = np.array([r["decoy"] for r in rows], bool)
-    result["decoys"], result["decoys_positive"] = int(decoy.sum()), int((decoy & (pred_labels == 2)).sum())
-    return result
+    decoys = np.array([r["decoy"] for r in rows], bool)
+    return {**scores(counts_from_matches(pred_labels, true_labels, both, both)),
+            **decoy_counts(pred_labels, decoys, both, both)}
 
 
 # -- driver ------------------------------------------------------------------------------------------------------------

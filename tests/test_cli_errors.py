@@ -191,6 +191,28 @@ def test_demo_rerun_needs_overwrite_and_passes_it_to_training(tmp_path, capsys, 
     assert calls[-2][1]["overwrite"] is True and calls[-1][1]["overwrite"] is True
 
 
+def test_demo_epochs_shortens_the_schedule_as_demo_json_does(tmp_path, monkeypatch, small_clean):
+    """``lecl demo --epochs 10`` trains 10 epochs, validating every 2 with the learning-rate step at 8; the rule gives
+    ``demo.json``'s own 30 / 6 / 24 (benchmarks/table1.py shortens the same way)."""
+    import monai.bundle
+
+    import lecl_transforms.tools.demo as demo
+    import lecl_transforms.tools.evaluate as evaluate
+    from lecl_transforms.tools.bundle import configs_dir
+
+    calls = []
+    monkeypatch.setattr(monai.bundle, "run", lambda run_id, **kw: calls.append((run_id, kw)))
+    monkeypatch.setattr(demo, "summarise_training", lambda out: None)
+    monkeypatch.setattr(demo, "summarise_demo", lambda out, report: None)
+    monkeypatch.setattr(evaluate, "run_evaluate", lambda *a, **kw: {})
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--n-images", "3", "--epochs", "10"]) == 0
+    (training, kw), _ = calls
+    assert training == "training" and (kw["epochs"], kw["val_interval"], kw["lr_step_epochs"]) == (10, 2, 8)
+    shipped = json.loads((configs_dir() / "demo.json").read_text())
+    assert demo.shortened_schedule(shipped["epochs"]) == {k: shipped[k] for k in ("epochs", "val_interval",
+                                                                                  "lr_step_epochs")}
+
+
 def test_errors_through_python_m_print_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lecl_transforms", "synth", "--out", str(tmp_path / "d"),
                              "--size", "8"], capture_output=True, text=True, env={**os.environ, "LECL_DEBUG": ""})

@@ -16,6 +16,7 @@ from lecl_transforms.metrics import (
     SCORE_NAMES,
     NucleusCounts,
     counts_from_matches,
+    decoy_counts,
     evaluate_predictions,
     evaluate_stack,
     match_nuclei,
@@ -241,6 +242,26 @@ def test_empty_sides():
     s = scores(NucleusCounts())
     assert all(s[k] == 1.0 for k in ("np_precision", "np_recall", "np_f1", "nc_f1", "macro_f1", "f1_t_positive"))
     assert np.isnan(s["count_rel_error_positive"])
+
+
+def test_decoy_counts_by_hand():
+    """Decoys (negatives with marker above/below): TRUTH's two negatives and one more negative. Decoy 0 is called
+    positive, decoy 1 and the extra one negative; a positive call far from every nucleus matches nothing and does not
+    count for any decoy."""
+    truth = np.vstack([TRUTH, [5, 90, 90, 1]])
+    decoys = np.array([True, True, False, False, True])
+    rows = _perfect_rows()
+    rows[0][3] = 2  # decoy 0 called positive
+    rows.append([5, 90.3, 90, 1, 4, 6])  # decoy 4 found, called negative
+    rows.append([5, 130, 130, 2, 4, 6])  # a positive call far from every nucleus
+    pred = np.asarray(rows, float)
+    p, t = match_nuclei(pred[:, :3], pred[:, 4:6], truth[:, :3], SPACING)
+    assert decoy_counts(pred[:, 3], decoys, p, t) == {"decoys": 3, "decoys_matched": 3, "decoys_positive": 1}
+    # the second decoy missed (its prediction dropped): 3 decoys, 2 matched, 1 of them positive
+    keep = np.arange(len(pred)) != 1
+    p, t = match_nuclei(pred[keep, :3], pred[keep, 4:6], truth[:, :3], SPACING)
+    assert decoy_counts(pred[keep, 3], decoys, p, t) == {"decoys": 3, "decoys_matched": 2, "decoys_positive": 1}
+    assert decoy_counts([], decoys, [], []) == {"decoys": 3, "decoys_matched": 0, "decoys_positive": 0}
 
 
 def test_pooling_is_the_sum_of_counts():

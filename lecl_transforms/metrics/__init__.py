@@ -2,7 +2,7 @@
 points (method step 5), and the same scores during training validation through the inference path."""
 
 from .click import ClickMetric
-from .detection import SCORE_NAMES, NucleusCounts, counts_from_matches, match_nuclei, scores
+from .detection import SCORE_NAMES, NucleusCounts, counts_from_matches, decoy_counts, match_nuclei, scores
 from .evaluation import (
     EVAL_PICTURE_SUFFIX,
     EVALUATE_MANIFEST,
@@ -18,8 +18,8 @@ from .selection import MetricSet, select_metrics
 from .stack import StackMetric, StackValidator
 from .calibration import CALIBRATED_KEYS, CALIBRATION_SCORE, Calibration, calibrate_postprocessing, check_grid
 
-__all__ = ["ClickMetric", "SCORE_NAMES", "NucleusCounts", "counts_from_matches", "evaluate_predictions",
-           "evaluate_stack", "check_metrics_out", "write_evaluation_picture", "EVAL_PICTURE_SUFFIX", "EVALUATE_MANIFEST", "METRICS_FILES", "match_nuclei",
-           "read_prediction_csv", "scores", "write_metrics", "StackValidator", "StackMetric", "MetricSet",
-           "select_metrics", "Calibration", "calibrate_postprocessing", "check_grid", "CALIBRATED_KEYS",
-           "CALIBRATION_SCORE"]
+__all__ = ["ClickMetric", "SCORE_NAMES", "NucleusCounts", "counts_from_matches", "decoy_counts",
+           "evaluate_predictions", "evaluate_stack", "check_metrics_out", "write_evaluation_picture",
+           "EVAL_PICTURE_SUFFIX", "EVALUATE_MANIFEST", "METRICS_FILES", "match_nuclei", "read_prediction_csv",
+           "scores", "write_metrics", "StackValidator", "StackMetric", "MetricSet", "select_metrics", "Calibration",
+           "calibrate_postprocessing", "check_grid", "CALIBRATED_KEYS", "CALIBRATION_SCORE"]

@@ -57,6 +57,7 @@ __all__ = [
     "scores",
     "SCORE_NAMES",
     "check_settings",
+    "decoy_counts",
 ]
 
 NEGATIVE, POSITIVE = 1, 2
@@ -256,6 +257,20 @@ def counts_from_matches(pred_labels, true_labels, pred_idx, true_idx) -> Nucleus
     unmatched_pred = np.bincount(pred_labels[pred_free] - 1, minlength=2)
     unmatched_true = np.bincount(true_labels[true_free] - 1, minlength=2)
     return NucleusCounts(*(int(v) for v in (*pairs, *unmatched_pred, *unmatched_true)))
+
+
+def decoy_counts(pred_labels, decoys, pred_idx, true_idx) -> dict[str, int]:
+    """How the decoys of one stack fared: ``decoys`` ``(T,)`` bool marks the true nuclei that are decoys (negative
+    nuclei with marker just above or below them, the synthetic generator's ``decoy`` column); ``pred_labels``
+    ``(P,)`` 1 negative / 2 positive and the matched rows from :func:`match_nuclei`. Returns ``decoys`` (true),
+    ``decoys_matched`` (paired with a prediction) and ``decoys_positive`` (paired with a prediction called positive);
+    counts, so they pool over stacks by summing."""
+    pred_labels = np.asarray(pred_labels, dtype=np.int64).ravel()
+    decoys = np.asarray(decoys, dtype=bool).ravel()
+    pred_idx, true_idx = np.asarray(pred_idx, np.int64).ravel(), np.asarray(true_idx, np.int64).ravel()
+    matched = decoys[true_idx]
+    return {"decoys": int(decoys.sum()), "decoys_matched": int(matched.sum()),
+            "decoys_positive": int((matched & (pred_labels[pred_idx] == POSITIVE)).sum())}
 
 
 # -- scores -----------------------------------------------------------------------------------------------------------

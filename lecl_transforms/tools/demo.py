@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import input_error
 
 __all__ = ["cmd_demo", "summarise_dataset", "preview_picture", "summarise_training", "summarise_demo",
-           "MANIFEST_NAME"]
+           "shortened_schedule", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "lecl_demo.json"
 
@@ -57,8 +57,7 @@ def cmd_demo(args) -> int:
         return 0
     print(f"[3/{steps}] LECL training, the CPU recipe shortened ({configs_dir() / 'cpu.json'} + demo.json) -> "
           f"{out / 'models'}")
-    extra = ({"epochs": args.epochs, "val_interval": max(1, args.epochs // 5),
-              "lr_step_epochs": max(1, args.epochs * 4 // 5)} if args.epochs else {})
+    extra = shortened_schedule(args.epochs) if args.epochs else {}
     if args.overwrite:  # the training refuses to replace earlier checkpoints in bundle_root unless told so
         extra["overwrite"] = True
     run_bundle("training", "train.json", "cpu.json", "demo.json", bundle_root=str(out.resolve()),
@@ -74,6 +73,12 @@ def cmd_demo(args) -> int:
                           tracking_uri=f"sqlite:///{training_store(out)}")
     summarise_demo(out, report)
     return 0
+
+
+def shortened_schedule(epochs: int) -> dict:
+    """The training keys ``lecl demo --epochs N`` changes on top of ``demo.json``: N epochs, validation 5 times, the
+    learning-rate step after 4/5 of them (as ``demo.json`` has it for its 30)."""
+    return {"epochs": epochs, "val_interval": max(1, epochs // 5), "lr_step_epochs": max(1, epochs * 4 // 5)}
 
 
 def training_store(out: Path) -> Path:
