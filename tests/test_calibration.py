@@ -149,7 +149,7 @@ def test_bad_grids_are_refused():
     assert check_grid({"np_threshold": [0.9, 0.3, 0.3]}) == {"np_threshold": [0.3, 0.9]}
     assert check_grid({"min_volume_um3": [20, 0, 12.5]}) == {"min_volume_um3": [0.0, 12.5, 20.0]}
     for grid, message in (({"np_threshold": [0.3, 1.2]}, "between 0 and 1"), ({"split_depth": [1]}, "unknown keys"),
-                          ({"min_instance_size": [-1]}, "whole numbers"), ({}, "candidates per key"),
+                          ({"min_instance_size": [-1]}, "whole number"), ({}, "candidates per key"),
                           ({"min_volume_um3": [10, -5]}, "um\\^3"), ({"min_volume_um3": ["big"]}, "um\\^3")):
         with pytest.raises(LECLInputError, match=message):
             check_grid(grid)

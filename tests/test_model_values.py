@@ -213,3 +213,39 @@ def test_resolution_rule_by_hand():
     for bad in (-1, "big", float("inf")):
         with pytest.raises(LECLInputError, match="um\\^3"):
             resolve_postprocessing(ModelDescription(), {"min_volume_um3": bad}, volume)
+
+
+@pytest.mark.parametrize("key, good, bad", [
+    ("np_threshold", [(0.25, 0.25), ("0.9", 0.9)], [0, 1, 1.5, "high", True, None]),
+    ("min_instance_size", [(0, 0), ("30", 30), (12.0, 12)], [-1, 2.5, "many", float("nan"), True]),
+    ("min_volume_um3", [(0, 0.0), ("12.5", 12.5)], [-1, float("inf"), "big", None]),
+])
+def test_one_check_per_post_processing_value_wherever_it_enters(key, good, bad):
+    """The same values are taken and refused whether they come from the config or command line (resolve), a model's
+    stored calibration (ModelDescription.record), a calibration grid or, for the volume, the link step; each error
+    names its own source."""
+    from lecl_transforms.engines import resolve_postprocessing
+    from lecl_transforms.errors import LECLInputError
+    from lecl_transforms.metrics import check_grid
+    from lecl_transforms.networks import ModelDescription
+    from lecl_transforms.transforms.functional.link_slices import check_link_parameters
+
+    for given, expected in good:
+        assert resolve_postprocessing(ModelDescription(), {key: given}, {key: 0})[key] == expected
+        assert getattr(ModelDescription().record(**{key: given}), key) == expected
+        assert check_grid({key: [given]}) == {key: [expected]}
+    enters = {"config: " + key: lambda v: resolve_postprocessing(ModelDescription(), {key: v}, {key: 0}),
+              "config: calibration_grid#" + key: lambda v: check_grid({key: [v]})}
+    if key == "min_volume_um3":
+        enters["config: min_volume_um3 "] = lambda v: check_link_parameters(0.5, 0.0, 1, "chain", 4, v)
+    for value in bad:
+        if value is None:  # null means "not set" where a value is optional, and is refused in a grid
+            enters_now = {k: f for k, f in enters.items() if "grid" in k}
+        else:
+            enters_now = enters
+            with pytest.raises(LECLInputError, match=f"config: {key}"):
+                ModelDescription().record(**{key: value})
+        for where, enter in enters_now.items():
+            with pytest.raises(LECLInputError) as error:
+                enter(value)
+            assert error.value.where == where.strip(), (value, where)

@@ -13,56 +13,23 @@ validation, MONAI Label), and said in one log line per value:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 
 from ..errors import input_error
-from ..utils.values import optional
+from ..utils.values import ARGMAX, POSTPROCESS_VALUE_CHECKS, check_np_threshold, optional
 
 __all__ = ["resolve_postprocessing", "resolve_model_pixel_size", "ARGMAX"]
 
 logger = logging.getLogger(__name__)
 
-#: the ``np_threshold`` that means "no threshold: the argmax of the nucleus branch" (MONAI's rule, 0.5)
-ARGMAX = "argmax"
+_CALIBRATED_OR = "or null for the model's calibrated value"
 
 
-def _threshold(value, where: str):
-    if isinstance(value, str) and value.strip().lower() == ARGMAX:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if not 0.0 < number < 1.0:
-        raise input_error(where, f"got {value!r}", f"give a probability between 0 and 1 (e.g. 0.7), '{ARGMAX}', or "
-                          "null for the model's calibrated value")
-    return number
-
-
-def _pixels(value, where: str):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if number < 0 or number != int(number):
-        raise input_error(where, f"got {value!r}", "give a whole number of pixels >= 0, or null for the model's "
-                          "calibrated value")
-    return int(number)
-
-
-def _volume(value, where: str):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if not (math.isfinite(number) and number >= 0):
-        raise input_error(where, f"got {value!r}", "give a 3D nucleus volume in um^3 >= 0 (0: keep all), or null for "
-                          "the model's calibrated value")
-    return number
-
-
-_PARSE = {"np_threshold": _threshold, "min_instance_size": _pixels, "min_volume_um3": _volume}
+def _parse(key: str, value, where: str):
+    """A post-processing value checked (the one check per key); ``np_threshold`` also takes ``"argmax"``."""
+    if key == "np_threshold":
+        return check_np_threshold(value, where, _CALIBRATED_OR, argmax=True)
+    return POSTPROCESS_VALUE_CHECKS[key](value, where, _CALIBRATED_OR)
 
 
 def _shown(value) -> str:
@@ -78,15 +45,15 @@ def resolve_postprocessing(description, settings: Mapping, fallbacks: Mapping) -
     values, sources = {}, {}
     calibration = getattr(description, "calibration", None) or {}
     for key, given in settings.items():
-        if key not in _PARSE:
-            raise ValueError(f"{key} is not a calibrated post-processing value ({list(_PARSE)})")
+        if key not in POSTPROCESS_VALUE_CHECKS:
+            raise ValueError(f"{key} is not a calibrated post-processing value ({list(POSTPROCESS_VALUE_CHECKS)})")
         given, stored = optional(given), getattr(description, key, None)
         if given is not None:
-            values[key], sources[key] = _PARSE[key](given, f"config: {key}"), "set"
+            values[key], sources[key] = _parse(key, given, f"config: {key}"), "set"
             note = "" if stored is None else f"; the model's calibrated {_shown(stored)} is not used"
             logger.info(f"{key} {_shown(values[key])}: as set (inference.json or command line){note}")
         elif stored is not None:
-            values[key], sources[key] = _PARSE[key](stored, f"model description: {key}"), "model (calibrated)"
+            values[key], sources[key] = _parse(key, stored, f"model description: {key}"), "model (calibrated)"
             f1 = calibration.get("score")
             measured = "" if f1 is None else f" (detection F1 {f1:.3f} on {calibration.get('stacks')} validation " \
                                              "stacks)"
@@ -96,7 +63,7 @@ def resolve_postprocessing(description, settings: Mapping, fallbacks: Mapping) -
             if key not in fallbacks:
                 raise input_error(f"config: fallback_postprocessing#{key}", "missing",
                                   f"give the {key} used when the model records none")
-            values[key], sources[key] = _PARSE[key](fallbacks[key], f"config: fallback_postprocessing#{key}"), \
+            values[key], sources[key] = _parse(key, fallbacks[key], f"config: fallback_postprocessing#{key}"), \
                 "fallback"
             logger.info(f"{key} {_shown(values[key])}: inference.json's fallback (the model records no calibrated "
                         "value)")

@@ -28,6 +28,7 @@ import ignite.distributed as idist
 import torch
 
 from ..errors import input_error
+from ..utils.values import POSTPROCESS_VALUE_CHECKS
 from ..networks.placement import unwrap_parallel
 from .detection import NucleusCounts, scores
 from .stack import StackValidator
@@ -84,8 +85,8 @@ class Calibration:
 
 def check_grid(grid: Mapping) -> dict[str, list]:
     """The candidates per calibrated key (``{"np_threshold": [0.3, ..., 0.9]}``), checked: known keys, non-empty
-    lists, probabilities in (0, 1) for ``np_threshold``, whole numbers >= 0 for ``min_instance_size``, numbers >= 0
-    (um^3) for ``min_volume_um3``."""
+    lists, each value by the one check of its key (:data:`~lecl_transforms.utils.POSTPROCESS_VALUE_CHECKS`), sorted
+    and without repeats."""
     if not isinstance(grid, Mapping) or not grid:
         raise input_error("config: calibration_grid", f"got {grid!r}",
                           'give the candidates per key, e.g. {"np_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}')
@@ -95,24 +96,11 @@ def check_grid(grid: Mapping) -> dict[str, list]:
     checked = {}
     for key, values in grid.items():
         values = list(values) if isinstance(values, (list, tuple)) else [values]
-        try:
-            if key == "np_threshold":
-                values = [float(v) for v in values]
-                ok = all(0.0 < v < 1.0 for v in values)
-            elif key == "min_volume_um3":
-                values = [float(v) for v in values]
-                ok = all(math.isfinite(v) and v >= 0 for v in values)
-            else:
-                values = [int(v) for v in values]
-                ok = all(v >= 0 for v in values)
-        except (TypeError, ValueError):
-            ok = False
-        if not values or not ok:
-            raise input_error(f"config: calibration_grid#{key}", f"got {grid[key]!r}", {
-                "np_threshold": "give a list of probabilities between 0 and 1",
-                "min_volume_um3": "give a list of 3D nucleus volumes in um^3 >= 0 (0: keep all)"}.get(
-                key, "give a list of whole numbers of pixels >= 0"))
-        checked[key] = sorted(set(values))
+        if not values:
+            raise input_error(f"config: calibration_grid#{key}", "no candidates", "give a non-empty list of values")
+        check = POSTPROCESS_VALUE_CHECKS[key]  # every calibrated key has one
+        checked[key] = sorted({check(v, f"config: calibration_grid#{key}", "one value per candidate")
+                               for v in values})
     return checked
 
 

@@ -20,7 +20,6 @@ shape shows take the defaults, which the log says. :func:`convert_checkpoint` re
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 
 from ..errors import input_error
 from ..utils.files import atomic_path
-from ..utils.values import optional
+from ..utils.values import POSTPROCESS_VALUE_CHECKS, optional
 from .hovernet_scl import (ARCHITECTURE_KEYS, EXTRA_STATE_KEY, HoVerNetSCL, decode_description, encode_description,
                            valid_widths)
 from .placement import unwrap_parallel
@@ -88,7 +87,8 @@ class ModelDescription:
             "weights": [[float(v) for v in row] for row in composite.weights],
             "percentiles": [float(p) for p in composite.percentiles]}
         description = cls(**network.architecture(), patch_size=int(patch_size), composite=comp,
-                          pixel_size_yx=_pixel_size(pixel_size_yx), np_threshold=_threshold(np_threshold))
+                          pixel_size_yx=_pixel_size(pixel_size_yx),
+                          np_threshold=_calibrated("np_threshold")(np_threshold))
         description.attach(network, own=True)
         return description
 
@@ -111,8 +111,7 @@ class ModelDescription:
         unknown = sorted(set(values) - set(TRAINING_KEYS))
         if unknown:
             raise ValueError(f"{unknown} are not training values of a model description ({TRAINING_KEYS})")
-        checks = {"pixel_size_yx": _pixel_size, "np_threshold": _threshold, "min_instance_size": _size,
-                  "min_volume_um3": _volume}
+        checks = {"pixel_size_yx": _pixel_size, **{key: _calibrated(key) for key in POSTPROCESS_VALUE_CHECKS}}
         for key, value in values.items():
             setattr(self, key, checks.get(key, lambda v: v)(value))
         if network is not None:
@@ -161,31 +160,12 @@ def _pixel_size(value):
     return [y, x]
 
 
-def _threshold(value):
-    value = optional(value)
-    if value is None:
-        return None
-    if not 0.0 < float(value) < 1.0:
-        raise input_error("config: np_threshold", f"got {value!r}", "give a probability between 0 and 1, or null")
-    return float(value)
-
-
-def _size(value):
-    value = optional(value)
-    if value is None:
-        return None
-    if float(value) != int(value) or int(value) < 0:
-        raise input_error("config: min_instance_size", f"got {value!r}", "give a whole number of pixels >= 0, or null")
-    return int(value)
-
-
-def _volume(value):
-    value = optional(value)
-    if value is None:
-        return None
-    if not (math.isfinite(float(value)) and float(value) >= 0):
-        raise input_error("config: min_volume_um3", f"got {value!r}", "give a volume in um^3 >= 0, or null")
-    return float(value)
+def _calibrated(key: str):
+    """The check of a calibrated post-processing value a model records (the one check per key), ``null`` allowed."""
+    def check(value):
+        value = optional(value)
+        return None if value is None else POSTPROCESS_VALUE_CHECKS[key](value, f"config: {key}", "or null")
+    return check
 
 
 def _read_checkpoint(path) -> tuple[dict, dict | None]:

@@ -27,6 +27,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ...errors import input_error
+from ...utils.values import check_min_volume_um3
 
 __all__ = ["Nuclei3D", "link_slices", "check_link_parameters", "LINK_METHODS", "NEGATIVE", "POSITIVE"]
 
@@ -100,9 +101,7 @@ def check_link_parameters(min_overlap: float, max_gap_um: float, min_positive_sl
     if not (np.isfinite(number(projection_radius)) and projection_radius >= 0):
         raise input_error("config: projection_radius", f"got {projection_radius!r}",
                           "give the centroid disk radius in pixels (published code: 4)")
-    if not (np.isfinite(number(min_volume_um3)) and min_volume_um3 >= 0):
-        raise input_error("config: min_volume_um3", f"got {min_volume_um3!r}",
-                          "give 0 (keep every 3D nucleus) or the least 3D nucleus volume in um^3, e.g. 20")
+    check_min_volume_um3(min_volume_um3, "config: min_volume_um3")
 
 
 def _check_inputs(instances, slice_class, slice_score, spacing):
