@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 
 import pytest
 import torch
@@ -193,8 +194,14 @@ def test_shipped_model_is_small_and_describes_itself():
 def test_bundle_runs_from_a_copy_with_the_package_from_a_built_wheel(tmp_path):
     """A zoo user: the bundle folder alone, the package installed from its wheel (not this source tree)."""
     wheels, site = tmp_path / "wheels", tmp_path / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
-                           capture_output=True, text=True, timeout=600)
+    # the environment's own setuptools where it has one (the same wheel, without pip first installing setuptools into
+    # a fresh isolated build environment: 4 s instead of 20)
+    try:
+        isolation = ["--no-build-isolation"] if int(metadata.version("setuptools").split(".")[0]) >= 68 else []
+    except metadata.PackageNotFoundError:
+        isolation = []
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(wheels),
+                            str(REPO)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("lecl_transforms-*.whl")
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),

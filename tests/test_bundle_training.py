@@ -62,16 +62,18 @@ def test_quick_run_is_in_mlflow_with_per_term_losses_and_validation(quick_run):
     assert len(f1) >= 3 and max(f1) >= 0.7
 
 
-def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    assert bundle_run(tmp_path, "--epochs", "1", "--val_interval", "1").returncode == 0
-    result = bundle_run(tmp_path, "--epochs", "2", "--val_interval", "1", "--resume", "true")
+def test_resume_continues_from_the_last_checkpoint(quick_run, tmp_path):
+    """The session's quick run (12 epochs, its synthetic data and checkpoint_epoch=12.pt), copied: one more epoch."""
+    shutil.copytree(quick_run[0], tmp_path, dirs_exist_ok=True)
+    result = bundle_run(tmp_path, "--epochs", "13", "--val_interval", "1", "--resume", "true")
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    assert "Epoch[2] Complete" in log and "Epoch[1] Complete" not in log.split("Engine run resuming")[1]
-    state = torch.load(tmp_path / "models" / "stage0" / "checkpoint_epoch=2.pt", map_location="cpu",
+    resumed = log.split("Engine run resuming")[1]
+    assert "Epoch[13] Complete" in log and "Epoch[12] Complete" not in resumed and "Epoch[1] Complete" not in resumed
+    state = torch.load(tmp_path / "models" / "stage0" / "checkpoint_epoch=13.pt", map_location="cpu",
                        weights_only=True)
-    trainer = state["trainer"]  # Ignite keeps the iteration count: 2 epochs done
-    assert trainer["iteration"] == 2 * trainer["epoch_length"] and "memory.pixel_queue" in state["loss"]
+    trainer = state["trainer"]  # Ignite keeps the iteration count: 13 epochs done
+    assert trainer["iteration"] == 13 * trainer["epoch_length"] and "memory.pixel_queue" in state["loss"]
 
 
 def start_training(bundle_root, *overrides, log):
@@ -95,8 +97,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_also_after_a_hard_kill(t
     (no traceback), status 130, the MLflow run is KILLED; --resume true continues from it (mid-epoch). A run killed
     hard (SIGKILL) resumes from its last epoch checkpoint and completes."""
     stage0 = tmp_path / "models" / "stage0"
-    # 16 patches of batch 8: 2 iterations per epoch; no validation before the end (speed)
-    args = small(synth_dir / "datalist.json", "--epochs", "20", "--patches_per_epoch", "16", "--val_interval", "20")
+    # 8 patches of batch 4: 2 iterations per epoch; no validation before the end (speed)
+    args = small(synth_dir / "datalist.json", "--epochs", "20", "--batch_size", "4", "--val_interval", "20")
     with open(tmp_path / "run1.log", "w") as log:
         process = start_training(tmp_path, *args, log=log)
         wait_for(stage0 / "checkpoint_epoch=1.pt", process)
@@ -134,8 +136,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_also_after_a_hard_kill(t
 
     # after the hard kill: --resume true passes over the cut file, continues from the newest complete checkpoint (the
     # interrupted one, mid-epoch) and completes
-    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", str(epoch + 1),
-                                         "--patches_per_epoch", "16", "--val_interval", "20", "--resume", "true"))
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", str(epoch + 1), "--batch_size", "4",
+                                         "--val_interval", "20", "--resume", "true"))
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert f"{cut} is incomplete (the run was stopped while saving it)" in log
@@ -147,10 +149,10 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_also_after_a_hard_kill(t
     assert not os.path.exists(saved[1])  # superseded by the later epoch checkpoints: deleted
 
 
-def test_stage1_starts_from_the_stage0_model_with_all_layers(tmp_path, synth_dir):
-    datalist = synth_dir / "datalist.json"
-    assert bundle_run(tmp_path, *small(datalist)).returncode == 0
-    result = bundle_run(tmp_path, *small(datalist), "--stage", "1")
+def test_stage1_starts_from_the_stage0_model_with_all_layers(small_run, tmp_path, synth_dir):
+    (tmp_path / "models" / "stage0").mkdir(parents=True)
+    shutil.copy2(small_run[0] / "models" / "stage0" / "model.pt", tmp_path / "models" / "stage0" / "model.pt")
+    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json"), "--stage", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stage0/model.pt" in result.stdout + result.stderr  # the CheckpointLoader reports what it restored
     assert (tmp_path / "models" / "model.pt").is_file()
@@ -162,36 +164,60 @@ def small(datalist, *overrides):
             "--val_interval", "1", *overrides)
 
 
-def test_tracking_mlflow_logs_each_metric_once_per_epoch(tmp_path, synth_dir):
-    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", "2"), "--tracking", "mlflow")
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, synth_dir):
+    """One ``small`` run with --mlflow false --resume false, shared: the calibration and --mlflow/--resume false
+    checks read it, stage 1 starts from its stage 0 model."""
+    root = tmp_path_factory.mktemp("small_run")
+    result = bundle_run(root, *small(synth_dir / "datalist.json"), "--mlflow", "false", "--resume", "false")
     assert result.returncode == 0, result.stderr[-3000:]
-    client, runs = mlflow_runs(tmp_path)
+    return root, result
+
+
+def assert_false_was_false(bundle_root):
+    """--mlflow false: nothing logged; --resume false: a fresh run trained to its end."""
+    assert not (bundle_root / "eval" / "mlruns.db").exists()
+    assert (bundle_root / "models" / "stage0" / "model_final.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory, synth_dir):
+    """Two ``small`` epochs with --tracking mlflow and validation through the inference path as the key metric (one
+    run for the two tests below)."""
+    root = tmp_path_factory.mktemp("tracked_run")
+    result = bundle_run(root, *small(synth_dir / "datalist.json", "--epochs", "2"), "--tracking", "mlflow",
+                        "--val_inference_metrics", "true", "--val_key_metric", "val_stack_nc_f1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_tracking_mlflow_logs_each_metric_once_per_epoch(tracked_run):
+    root, _ = tracked_run
+    client, runs = mlflow_runs(root)
     assert len(runs) == 1
     run = runs[0]
     assert "train_loss" in run.data.metrics and run.data.params["patches_per_epoch"] == "8"
-    for name in ("loss_total", "loss_nc_ce", "val_click_f1", "val_click_recall"):
+    for name in ("loss_total", "loss_nc_ce", "val_click_f1", "val_click_recall", "val_stack_nc_f1"):
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == [1, 2], name  # once per epoch, not twice
 
 
-def test_validation_through_the_inference_path_can_be_the_key_metric(tmp_path, synth_dir):
+def test_validation_through_the_inference_path_can_be_the_key_metric(tracked_run, tmp_path, synth_dir):
     """Validation scores the held-out stacks as `lecl predict` + `lecl evaluate` would (per slice, linked in 3D,
     matched to the clicks), beside the click metric, and the best model is chosen by it when asked."""
-    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", "2"), "--val_inference_metrics",
-                        "true", "--val_key_metric", "val_stack_nc_f1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, runs = mlflow_runs(tmp_path)
+    root, result = tracked_run
+    client, runs = mlflow_runs(root)
     metrics = runs[-1].data.metrics
     for name in ("val_stack_nc_f1", "val_stack_np_f1", "val_stack_macro_f1", "val_click_f1"):
         assert 0.0 <= metrics[name] <= 1.0, name
     assert "val_stack_nc_f1 best value" in result.stderr + result.stdout
-    assert (tmp_path / "models" / "stage0" / "model.pt").is_file()
+    assert (root / "models" / "stage0" / "model.pt").is_file()
     bad = bundle_run(tmp_path / "b", *small(synth_dir / "datalist.json"), "--val_key_metric", "val_stack_nc_f1",
                      "--val_inference_metrics", "false")
     assert bad.returncode != 0 and "val_inference_metrics true" in bad.stderr
 
 
-def test_training_calibrates_the_postprocessing_and_records_the_pixel_size(tmp_path, synth_dir):
+def test_training_calibrates_the_postprocessing_and_records_the_pixel_size(small_run, tmp_path, synth_dir):
     """When training completes, np_threshold is calibrated on the validation stack through the inference path and
     stored, with its F1 curve, in model.pt and model_final.pt, beside the training images' pixel size; lecl predict
     then uses the stored threshold. --calibrate false leaves the threshold out (the pixel size is still recorded)."""
@@ -199,12 +225,11 @@ def test_training_calibrates_the_postprocessing_and_records_the_pixel_size(tmp_p
     from lecl_transforms.networks import read_model_description
     from lecl_transforms.tools.cli import main
 
-    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json"), "--mlflow", "false")
-    assert result.returncode == 0, result.stderr[-3000:]
+    root, result = small_run
     log = result.stdout + result.stderr
     assert "post-processing calibrated on 1 validation stacks" in log
     grid = json.loads((CONFIGS / "quick.json").read_text())["calibration_grid"]["np_threshold"]  # bundle_run's config
-    models = tmp_path / "models" / "stage0"
+    models = root / "models" / "stage0"
     for name in ("model.pt", "model_final.pt"):
         described = read_model_description(models / name)
         pixel = REGIMES["clean"].pixel_size
@@ -226,19 +251,19 @@ def test_training_calibrates_the_postprocessing_and_records_the_pixel_size(tmp_p
     assert parameters["np_threshold"] == stored and parameters["postprocessing_from"]["np_threshold"] == \
         "model (calibrated)"
 
-    off = bundle_run(tmp_path / "off", *small(synth_dir / "datalist.json"), "--mlflow", "false", "--calibrate", "false")
+    off = bundle_run(tmp_path / "off", *small(synth_dir / "datalist.json"), "--mlflow", "False", "--resume", "False",
+                     "--calibrate", "false")
     assert off.returncode == 0, off.stderr[-3000:]
+    assert_false_was_false(tmp_path / "off")  # the word False as false
     described = read_model_description(tmp_path / "off" / "models" / "stage0" / "model.pt")
     assert described.np_threshold is None and described.calibration is None and described.pixel_size_yx is not None
     assert "post-processing calibrated" not in off.stdout + off.stderr
 
 
-@pytest.mark.parametrize("word", ["false", "False", "0"])
-def test_command_line_false_means_false(tmp_path, synth_dir, word):
-    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json"), "--mlflow", word, "--resume", word)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert not (tmp_path / "eval" / "mlruns.db").exists()  # --mlflow false: nothing logged
-    assert (tmp_path / "models" / "stage0" / "model_final.pt").is_file()  # --resume false: a fresh run trained
+def test_command_line_false_means_false(small_run):
+    """--mlflow false --resume false (the shared run); the words False and 0 are checked alike by the calibration
+    test's --calibrate false run and the training-plan test's run (planned_run)."""
+    assert_false_was_false(small_run[0])
 
 
 def test_command_line_null_and_bad_words_give_one_short_message(tmp_path, synth_dir):
@@ -277,12 +302,21 @@ def test_resume_with_no_epochs_left_says_raise_epochs(tmp_path, synth_dir):
     assert checkpoint.read_bytes() == before and sorted(p.name for p in stage0.iterdir()) == [checkpoint.name]
 
 
-def test_key_metric_leaves_out_the_contrast_terms_that_start_late(tmp_path, synth_dir):
+@pytest.fixture(scope="module")
+def planned_run(tmp_path_factory, synth_dir):
+    """Three ``small`` epochs of 2 steps of 4 patches (2 per stack draw), the contrast terms from epoch 2, --mlflow 0
+    --resume 0 (one run for the two tests below and the word 0 of the false check)."""
+    root = tmp_path_factory.mktemp("planned_run")
+    result = bundle_run(root, *small(synth_dir / "datalist.json", "--epochs", "3", "--contrast_start_epoch", "2",
+                                     "--batch_size", "4", "--samples_per_image", "2", "--mlflow", "0", "--resume", "0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_key_metric_leaves_out_the_contrast_terms_that_start_late(planned_run):
     """The contrast terms join loss_total at contrast_start_epoch (it jumps up): the key metric is loss_hovernet, the
     terms active from epoch 1, and the log says when the contrast terms start."""
-    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--epochs", "3", "--contrast_start_epoch", "2",
-                                         "--mlflow", "false"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    _, result = planned_run
     log = result.stdout + result.stderr
     assert log.count("Key metric: loss_hovernet best value") == 3 and "Key metric: loss_total" not in log
     assert log.count("the supervised contrast terms (scl_pixel, scl_region) start now") == 1
@@ -293,12 +327,11 @@ def test_key_metric_leaves_out_the_contrast_terms_that_start_late(tmp_path, synt
     assert values["loss_hovernet"] == pytest.approx(values["loss_total"], abs=2e-4)
 
 
-def test_training_log_states_the_plan(tmp_path, synth_dir):
-    result = bundle_run(tmp_path, *small(synth_dir / "datalist.json", "--batch_size", "4", "--samples_per_image", "2",
-                                         "--mlflow", "false"))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_training_log_states_the_plan(planned_run):
+    root, result = planned_run
+    assert_false_was_false(root)  # the word 0 as false
     log = result.stdout + result.stderr
-    assert "4 patches per step (batch_size), 2 steps per epoch = 8 patches drawn from 1 stacks, 1 epochs" in log
+    assert "4 patches per step (batch_size), 2 steps per epoch = 8 patches drawn from 1 stacks, 3 epochs" in log
     assert "cached once per stack: LoadImaged, NucleiMarkerChannelsd, LoadPointsd" in log
     assert "run on every draw (2 patch(es) each): RandSpatialCropSamplesd" in log
 
@@ -361,10 +394,11 @@ def test_bad_config_values_fail_at_start(tmp_path, override, message):
 
 def test_lecl_demo_runs_end_to_end(tmp_path):
     """README's first command, the whole job: synth -> prepare -> train -> predict -> evaluate (shortened: 1 epoch).
-    What it prints is what metrics.json holds, and every output is where it says."""
+    What it prints is what metrics.json holds, and every output is where it says. (Shortened further: 3 stacks, the
+    fewest it takes: one each for training, validation and test.)"""
     result = subprocess.run([sys.executable, "-m", "lecl_transforms", "demo", "--out", str(tmp_path / "demo"),
-                             "--epochs", "1"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                             "--epochs", "1", "--n-images", "3"], capture_output=True, text=True, timeout=600,
+                            cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]
     demo = tmp_path / "demo"
     assert (demo / "data" / "preview.png").is_file() and list((demo / "prepared").glob("*_qc.png"))

@@ -125,34 +125,47 @@ def test_bundle_inference_config_is_the_same_path(trained, predicted, tmp_path):
     assert (tmp_path / "b" / name).read_text() == (out / name).read_text()
 
 
-def test_one_bad_stack_is_named_and_the_others_are_predicted(trained, tmp_path):
+def lecl_in_process(capsys, *args):
+    """``lecl ARGS`` through the CLI's entry point in this process (no interpreter start per call): (status,
+    stderr). Only an input error or a run error gives a status; anything else raises, as it would print a
+    traceback."""
+    from lecl_transforms.tools.cli import main
+
+    capsys.readouterr()
+    status = main([*map(str, args)])
+    return status, capsys.readouterr().err
+
+
+def test_one_bad_stack_is_named_and_the_others_are_predicted(trained, tmp_path, capsys):
     model, _, test_image = trained
     stacks = tmp_path / "stacks"
     stacks.mkdir()
     shutil.copy(test_image, stacks / "good.tif")
     (stacks / "broken.tif").write_bytes(tifffile.imread(test_image).tobytes()[:5000])
-    result = lecl("predict", "--input-dir", stacks, "--model", model, "--out", tmp_path / "out")
-    assert result.returncode != 0
-    assert "1 of 2 stack(s) failed" in result.stderr and "broken.tif" in result.stderr
+    status, err = lecl_in_process(capsys, "predict", "--input-dir", stacks, "--model", model, "--out", tmp_path / "out")
+    assert status != 0
+    assert "1 of 2 stack(s) failed" in err and "broken.tif" in err
     assert (tmp_path / "out" / "good_pred.csv").is_file()
     summary = json.loads((tmp_path / "out" / "predict_summary.json").read_text())
     assert summary["stacks"] == 1 and summary["failures"][0]["image"].endswith("broken.tif")
     # nothing of the user's is replaced: the same folder again needs --overwrite
-    again = lecl("predict", "--input-dir", stacks, "--model", model, "--out", tmp_path / "out")
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    status, err = lecl_in_process(capsys, "predict", "--input-dir", stacks, "--model", model, "--out", tmp_path / "out")
+    assert status == 2 and "--overwrite" in err
 
 
-def test_bad_inputs_fail_with_clear_errors(trained, tmp_path):
+def test_bad_inputs_fail_with_clear_errors(trained, tmp_path, capsys):
     model, _, test_image = trained
-    missing = lecl("predict", "--image", test_image, "--model", tmp_path / "none.pt", "--out", tmp_path / "a")
-    assert missing.returncode == 2 and "model file not found" in missing.stderr and "Traceback" not in missing.stderr
+    status, err = lecl_in_process(capsys, "predict", "--image", test_image, "--model", tmp_path / "none.pt", "--out",
+                                  tmp_path / "a")
+    assert status == 2 and "model file not found" in err and "Traceback" not in err
     one_channel = write_imagej_zcyx(tmp_path / "one.tif", tifffile.imread(test_image)[:, :1].transpose(1, 0, 2, 3))
-    bad = lecl("predict", "--image", one_channel, "--model", model, "--out", tmp_path / "b")
-    assert bad.returncode == 2 and "one.tif" in bad.stderr and "channel" in bad.stderr
-    wrong = lecl("predict", "--image", test_image, "--model", model, "--marker-channel", "3", "--out", tmp_path / "c")
-    assert wrong.returncode == 2 and "marker_channel" in wrong.stderr and "Traceback" not in wrong.stderr
-    nothing = lecl("predict", "--model", model, "--out", tmp_path / "d")
-    assert nothing.returncode == 2 and "exactly one" in nothing.stderr
+    status, err = lecl_in_process(capsys, "predict", "--image", one_channel, "--model", model, "--out", tmp_path / "b")
+    assert status == 2 and "one.tif" in err and "channel" in err
+    status, err = lecl_in_process(capsys, "predict", "--image", test_image, "--model", model, "--marker-channel", "3",
+                                  "--out", tmp_path / "c")
+    assert status == 2 and "marker_channel" in err and "Traceback" not in err
+    status, err = lecl_in_process(capsys, "predict", "--model", model, "--out", tmp_path / "d")
+    assert status == 2 and "exactly one" in err
 
 
 def test_two_processes_shard_the_stacks_and_write_each_once(trained, tmp_path):

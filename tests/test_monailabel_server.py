@@ -6,6 +6,7 @@ of synthetic stacks; ``/info/``, ``/infer/lecl``, a point-label volume uploaded 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -165,7 +166,9 @@ def test_monailabel_server_infers_uploads_and_trains(tmp_path):
     from lecl_transforms.data.synthetic import REGIMES
     from lecl_transforms.data.synthetic_dataset import write_dataset
 
-    datalist = json.loads(write_dataset(tmp_path / "data", 3, seed=5, cfg=REGIMES["dense"]).read_text())
+    # 128 x 128 px stacks: the shipped model's patch, a quarter of the default's pixels to predict and train on
+    cfg = dataclasses.replace(REGIMES["dense"], size_yx=128)
+    datalist = json.loads(write_dataset(tmp_path / "data", 3, seed=5, cfg=cfg).read_text())
     entries = [e for section in ("training", "validation", "test") for e in datalist.get(section, [])]
     data = tmp_path / "data"
     studies = tmp_path / "studies"
