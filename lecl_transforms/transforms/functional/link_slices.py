@@ -244,9 +244,9 @@ def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
     among candidates the assignment has the most pairs, then the least total cost ``1 - IoU``
     (:func:`scipy.optimize.linear_sum_assignment`). The shift only gates: when an instance is split on the next slice
     the small piece's centroid often lies nearer than the big piece's (the cut moves the big piece's centroid away),
-    so ranking on shift would link the piece and leave the big one to start a second nucleus. Pairs with one candidate each are taken directly; only the
-    ambiguous rest (touching neighbours, merged or split instances) goes through the assignment. ``allowed``: bool per
-    id, instances that may take part (None: all)."""
+    so ranking on shift would link the piece and leave the big one to start a second nucleus. Pairs with one
+    candidate each are taken directly; only the ambiguous rest (touching neighbours, merged or split instances) goes
+    through the assignment. ``allowed``: bool per id, instances that may take part (None: all)."""
     both = (lower > 0) & (upper > 0)
     n_ids = np.int64(len(area))
     codes, overlap = np.unique(lower[both].astype(np.int64) * n_ids + upper[both].astype(np.int64),
