@@ -51,6 +51,22 @@ def test_one_slice_fragment_inside_a_nucleus_is_absorbed():
     assert nuclei.label[0] == 2 and nuclei.positive_slices[0] == 1  # the cap's class is the nucleus'
 
 
+def test_split_on_the_next_slice_the_big_piece_continues_the_chain():
+    """Slice 1 of a nucleus is split: a big piece and a cap beyond x = 21 whose centroid lies nearer to slice 0's
+    centroid than the big piece's does (the cut moved it). Ranked on 1 - IoU the big piece continues the chain up to
+    slice 2 and the cap is absorbed: one nucleus. Ranked on IoU + centroid shift (before) the cap took the link and the
+    big piece started a second, two-slice nucleus with slice 2."""
+    s = Stack()
+    low = s.add(0, disk((20, 20), 6))
+    shifted = disk((20, 17), 6)
+    cap = shifted & (np.arange(40)[None, :] >= 21)
+    big, piece = s.add(1, shifted & ~cap), s.add(1, cap)
+    top = s.add(2, disk((20, 17), 6))
+    nuclei = s.link(method="chain")
+    assert len(nuclei) == 1 and set(nuclei.slice_to_nucleus[[low, big, piece, top]]) == {1}
+    assert (nuclei.z_start[0], nuclei.z_stop[0], nuclei.n_slices[0]) == (0, 2, 3)
+
+
 def whole_neighbours(s: Stack) -> None:
     """Four complete 7-slice nuclei in the corners: the stack's nuclei are 7 slices tall (a bridged chain may be as
     tall as the stack's tall nuclei, + 1 slice)."""

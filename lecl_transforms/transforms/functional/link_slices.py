@@ -240,10 +240,12 @@ ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's large
 def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
     """One-to-one links ``(a, b)`` between the instances of two slices' maps ``(Y, X)``: candidate pairs overlap by at
     least ``min_overlap`` of the smaller area and their centroids lie within ``CHAIN_MAX_SHIFT`` of the larger radius;
-    among candidates the assignment has the most pairs, then the least total cost ``1 - IoU + shift / radius``
-    (:func:`scipy.optimize.linear_sum_assignment`). Pairs with one candidate each are taken directly; only the
-    ambiguous rest (touching neighbours, merged or split instances) goes through the assignment. ``allowed``: bool per
-    id, instances that may take part (None: all)."""
+    among candidates the assignment has the most pairs, then the least total cost ``1 - IoU``
+    (:func:`scipy.optimize.linear_sum_assignment`). The shift only gates: when an instance is split on the next slice
+    the small piece's centroid often lies nearer than the big piece's (the cut moves the big piece's centroid away),
+    so ranking on shift would link the piece and leave the big one to start a second nucleus. Pairs with one
+    candidate each are taken directly; only the ambiguous rest (touching neighbours, merged or split instances) goes
+    through the assignment. ``allowed``: bool per id, instances that may take part (None: all)."""
     both = (lower > 0) & (upper > 0)
     n_ids = np.int64(len(area))
     codes, overlap = np.unique(lower[both].astype(np.int64) * n_ids + upper[both].astype(np.int64),
@@ -256,7 +258,7 @@ def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
     shift = np.hypot(cy[a] - cy[b], cx[a] - cx[b]) / np.maximum(np.maximum(radius[a], radius[b]), 1.0)
     iou = overlap / (area[a] + area[b] - overlap)
     ok = (overlap >= min_overlap * np.minimum(area[a], area[b]) - 1e-9) & (shift <= CHAIN_MAX_SHIFT)
-    a, b, cost = a[ok], b[ok], (1.0 - iou + shift)[ok]
+    a, b, cost = a[ok], b[ok], (1.0 - iou)[ok]  # the shift gates, it does not rank: see the docstring
     single = (np.bincount(a, minlength=n_ids)[a] == 1) & (np.bincount(b, minlength=n_ids)[b] == 1)
     links_a, links_b = [a[single]], [b[single]]
     if not single.all():
@@ -466,8 +468,9 @@ def link_slices(instances: np.ndarray, slice_class: np.ndarray, slice_score: np.
 
     ``"chain"``: instances of neighbouring slices are assigned one to one (:func:`scipy.optimize.linear_sum_assignment`
     per slice pair) among pairs overlapping by at least ``min_overlap`` of the smaller area with centroids within
-    ``CHAIN_MAX_SHIFT`` (0.7) of the larger radius, at the least total ``1 - IoU + shift / radius`` (sizes relative to
-    the nucleus: no spacing needed). One missing slice is then bridged between a chain's free top and a chain's free
+    ``CHAIN_MAX_SHIFT`` (0.7) of the larger radius, at the least total ``1 - IoU`` (the shift gates but does not rank:
+    the big piece of a split, not the small one, continues the chain; sizes relative to the nucleus: no spacing
+    needed). One missing slice is then bridged between a chain's free top and a chain's free
     bottom two slices up (same assignment, overlap >= ``CHAIN_GAP_MIN_OVERLAP``), unless either end is a tapering tip
     (smaller than ``CHAIN_TIP_RATIO`` of its neighbour in its chain) or the bridged chain would be taller than the
     ``CHAIN_HEIGHT_QUANTILE`` quantile of the chains' heights + 1 slice: the top of one nucleus and the bottom of
