@@ -234,18 +234,17 @@ def test_one_check_per_post_processing_value_wherever_it_enters(key, good, bad):
         assert resolve_postprocessing(ModelDescription(), {key: given}, {key: 0})[key] == expected
         assert getattr(ModelDescription().record(**{key: given}), key) == expected
         assert check_grid({key: [given]}) == {key: [expected]}
-    enters = {"config: " + key: lambda v: resolve_postprocessing(ModelDescription(), {key: v}, {key: 0}),
-              "config: calibration_grid#" + key: lambda v: check_grid({key: [v]})}
+    enters = [("config: " + key, lambda v: resolve_postprocessing(ModelDescription(), {key: v}, {key: 0})),
+              ("config: calibration_grid#" + key, lambda v: check_grid({key: [v]}))]
     if key == "min_volume_um3":
-        enters["config: min_volume_um3 "] = lambda v: check_link_parameters(0.5, 0.0, 1, "chain", 4, v)
+        enters.append(("config: min_volume_um3", lambda v: check_link_parameters(0.5, 0.0, 1, "chain", 4, v)))
     for value in bad:
-        if value is None:  # null means "not set" where a value is optional, and is refused in a grid
-            enters_now = {k: f for k, f in enters.items() if "grid" in k}
-        else:
-            enters_now = enters
+        if value is not None:  # null means "not set" where a value is optional; only a grid refuses it
             with pytest.raises(LECLInputError, match=f"config: {key}"):
                 ModelDescription().record(**{key: value})
-        for where, enter in enters_now.items():
+        for where, enter in enters:
+            if value is None and "grid" not in where:
+                continue
             with pytest.raises(LECLInputError) as error:
                 enter(value)
-            assert error.value.where == where.strip(), (value, where)
+            assert error.value.where == where, (value, where)
