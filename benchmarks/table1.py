@@ -73,23 +73,19 @@ def decoy_fp_rate(positive: int, matched: int) -> float | None:
 
 def measure_decoys(report: dict, data: Path) -> dict:
     """Decoy counts summed over the test stacks of ``lecl evaluate``'s ``report`` (true centres of ``data``): each
-    stack matched again by :func:`~lecl_transforms.metrics.evaluate_stack` with the report's settings (its counts must
-    equal the report's), then :func:`~lecl_transforms.metrics.decoy_counts` with the generator's ``decoy`` column."""
-    from lecl_transforms.metrics import decoy_counts, evaluate_stack, read_prediction_csv
+    stack's matches as ``lecl evaluate`` made them (``per_stack[].matches``), then
+    :func:`~lecl_transforms.metrics.decoy_counts` with the generator's ``decoy`` column."""
+    from lecl_transforms.metrics import decoy_counts, read_prediction_csv
     from lecl_transforms.utils.names import stem_of
 
     content = json.loads((data / "datalist.json").read_text())
     truth = {stem_of(e["image"]): data / e["nuclei"] for e in content["test"]}
-    settings = report["settings"]
     totals = dict.fromkeys(DECOYS, 0)
     for row in report["per_stack"]:
-        counts, (p, q) = evaluate_stack(row["pred_csv"], row["points"], row["spacing"], settings["radius_um"],
-                                        settings["z_tolerance"])
-        if counts.as_dict() != row["counts"]:
-            raise RuntimeError(f"{row['stem']}: matching again gave {counts.as_dict()}, lecl evaluate {row['counts']}")
         with open(truth[row["stem"]]) as f:  # the rows of the true-centre points file, in the same order
             decoy = np.array([int(r["decoy"]) for r in csv.DictReader(f)], bool)
         labels = read_prediction_csv(row["pred_csv"])["label"]
+        p, q = (np.asarray(row["matches"][k], np.int64) for k in ("pred_row", "true_row"))
         for key, value in decoy_counts(labels, decoy, p, q).items():
             totals[key] += value
     return {**totals, "decoy_fp_rate": decoy_fp_rate(totals["decoys_positive"], totals["decoys_matched"])}

@@ -45,6 +45,15 @@ def test_scores_and_manifest(case):
     assert report["per_stack"][0]["qc_picture"] == "stack_eval_qc.png"
 
 
+def test_matches_name_the_rows_of_both_files(case):
+    # the predictions in reverse order: the far one first, then the one on click 1, then the one on click 0
+    header, *rows = PRED.splitlines()
+    (case / "pred" / "stack_pred.csv").write_text("\n".join([header, *rows[::-1]]) + "\n")
+    assert main(_evaluate(case, "--no-mlflow", "--no-qc-pictures")) == 0
+    report = json.loads((case / "metrics" / "metrics.json").read_text())
+    assert report["per_stack"][0]["matches"] == {"pred_row": [1, 2], "true_row": [1, 0]}
+
+
 def test_users_own_metrics_are_never_replaced(case, capsys):
     out = case / "metrics"
     out.mkdir()

@@ -208,9 +208,11 @@ def evaluate_predictions(
     ``picture_dir``: where to write each stack's ``STEM_eval_qc.png`` (:func:`write_evaluation_picture`, drawn from
     this matching; call :func:`check_metrics_out` with the datalist first); its name is the row's ``qc_picture``.
 
-    Returns ``{"per_stack": [{"image", "stem", "pred_csv", "points", "spacing", "spacing_source", **scores}],
-    "pooled": scores of the summed counts, "pooled_counts": the summed counts, "mean_over_stacks": mean of each
-    per-stack score (``count_rel_error_positive`` over the stacks that have positives), "settings": {...}}``.
+    Returns ``{"per_stack": [{"image", "stem", "pred_csv", "points", "spacing", "spacing_source", "counts",
+    "matches", **scores}], "pooled": scores of the summed counts, "pooled_counts": the summed counts,
+    "mean_over_stacks": mean of each per-stack score (``count_rel_error_positive`` over the stacks that have
+    positives), "settings": {...}}``; ``matches`` is ``{"pred_row": [...], "true_row": [...]}``, the matched rows of
+    the prediction CSV and of the points file (0-based, file order, header not counted), one pair per match.
     Missing prediction files are reported together, in one error.
     """
     from ..data.datalist import load_datalist
@@ -249,7 +251,7 @@ def evaluate_predictions(
         pooled = pooled + counts
         row = {"image": str(image), "stem": stem, "pred_csv": str(pred_csv), "points": str(entry["points"]),
                "spacing": list(stack_spacing), "spacing_source": source, "counts": counts.as_dict(),
-               **scores(counts)}
+               "matches": {"pred_row": match[0].tolist(), "true_row": match[1].tolist()}, **scores(counts)}
         if picture_dir is not None:
             picture = Path(picture_dir) / f"{stem}{EVAL_PICTURE_SUFFIX}"
             write_evaluation_picture(picture, row, pred, truth, match, pred_dir, radius_um)
