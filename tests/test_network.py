@@ -97,16 +97,16 @@ def test_branch_keys_come_from_monai_enum():
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"
-# outputs of the shipped weights (0.6.0, retrained with cpu.json) on the input below, recorded when they were
+# outputs of the shipped weights (0.6.2, retrained with cpu.json) on the input below, recorded when they were
 # shipped, so a change in the network's code that changes its outputs is caught: per channel mean, std, then the
 # values at pixels (3, 5), (16, 16), (28, 9) channel by channel
 SHIPPED_OUTPUTS = {
-    "horizontal_vertical": ([-0.11399, 0.0405079], [0.012492, 0.0119825],
-                            [-0.115079, -0.115079, -0.115079, 0.0415775, 0.0415775, 0.0415775]),
-    "nucleus_prediction": ([1.23651, 0.259491], [2.67962, 1.15685],
-                           [1.17333, 5.61521, 7.22195, -0.787605, -1.0778, -0.268967]),
-    "type_prediction": ([-2.4852, 2.2537, 1.6299], [2.02127, 2.20887, 3.46381],
-                        [-1.2396, -4.59994, -1.79708, 0.0664492, 0.184882, 2.69879, 1.68596, 7.57217, -1.01299]),
+    "horizontal_vertical": ([-0.0469621, -0.00628107], [0.13834, 0.117711],
+                            [-0.116756, -0.116756, -0.116756, 0.0495678, 0.0495678, 0.0495678]),
+    "nucleus_prediction": ([0.742489, 0.663152], [2.91663, 1.48254],
+                           [-0.173033, 4.6289, 4.24944, -0.757436, -0.144756, -1.04925]),
+    "type_prediction": ([-1.92841, 3.48662, 0.622813], [1.88325, 3.41485, 2.34685],
+                        [-0.227761, -3.72468, -0.892219, 1.82586, 4.48534, 1.69371, -0.117425, 2.50946, 0.939651]),
 }
 
 
