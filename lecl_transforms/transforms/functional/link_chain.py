@@ -15,7 +15,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["chain_components"]
+__all__ = ["chain_components", "slice_overlaps"]
 
 #: settings of the "chain" method (fixed: measured on the error budget, benchmarks/error_budget.py)
 CHAIN_MAX_SHIFT = 0.7  # largest centroid shift between linked instances, as a share of the larger one's radius
@@ -24,7 +24,17 @@ CHAIN_TIP_RATIO = 0.6  # a chain end smaller than this share of its neighbour in
 CHAIN_HEIGHT_QUANTILE = 0.9  # a bridged chain may be at most this quantile of the chains' heights + 1 slice tall
 ABSORB_MAX_SLICES = 1  # chains this short are fragments when they lie inside a longer chain's footprint
 ABSORB_BEYOND = 1  # ... on a slice of its z range or this many slices past its ends (a z-split tip)
-ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it,
+ABSORB_REACH = 1.0  # a fragment's centroid within this share of a chain's largest radius of its centre joins it
+
+
+def slice_overlaps(lower, upper, n_ids):
+    """Every pair ``(a, b)`` of instances of two slices' maps ``(Y, X)`` (ids below ``n_ids``) that overlap, and by how
+    many pixels: one ``np.unique`` over combined codes of the pixels where both are set (no per-instance loop)."""
+    both = (lower > 0) & (upper > 0)
+    n_ids = np.int64(n_ids)
+    codes, overlap = np.unique(lower[both].astype(np.int64) * n_ids + upper[both].astype(np.int64),
+                               return_counts=True)
+    return codes // n_ids, codes % n_ids, overlap
 
 
 def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
@@ -36,11 +46,8 @@ def _assign(lower, upper, area, cy, cx, min_overlap, allowed=None):
     so ranking on shift would link the piece and leave the big one to start a second nucleus. Pairs with one
     candidate each are taken directly; only the ambiguous rest (touching neighbours, merged or split instances) goes
     through the assignment. ``allowed``: bool per id, instances that may take part (None: all)."""
-    both = (lower > 0) & (upper > 0)
-    n_ids = np.int64(len(area))
-    codes, overlap = np.unique(lower[both].astype(np.int64) * n_ids + upper[both].astype(np.int64),
-                               return_counts=True)
-    a, b = codes // n_ids, codes % n_ids
+    n_ids = len(area)
+    a, b, overlap = slice_overlaps(lower, upper, n_ids)
     if allowed is not None:
         keep = allowed[a] & allowed[b]
         a, b, overlap = a[keep], b[keep], overlap[keep]

@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ...errors import input_error
 from ...utils.values import check_min_volume_um3
-from .link_chain import chain_components
+from .link_chain import chain_components, slice_overlaps
 
 __all__ = ["Nuclei3D", "link_slices", "check_link_parameters", "LINK_METHODS", "NEGATIVE", "POSITIVE"]
 
@@ -158,14 +158,10 @@ def _slice_instance_stats(instances: np.ndarray, n_ids: int):
 def _mutual_best_links(lower: np.ndarray, upper: np.ndarray, area: np.ndarray, min_overlap: float):
     """Candidate links between two slices' instance maps ``(Y, X)``: pairs ``(a, b)`` whose overlap is at least
     ``min_overlap`` of the smaller area and which are each other's largest-overlap partner on the other slice (ties:
-    the smaller id). All overlaps come from one ``np.unique`` over combined codes of the pixels where both are set."""
-    both = (lower > 0) & (upper > 0)
-    n_ids = np.int64(len(area))
-    codes, overlap = np.unique(lower[both].astype(np.int64) * n_ids + upper[both].astype(np.int64),
-                               return_counts=True)
-    if not len(codes):
-        return codes, codes
-    a, b = codes // n_ids, codes % n_ids
+    the smaller id). All overlaps come from :func:`.link_chain.slice_overlaps`."""
+    a, b, overlap = slice_overlaps(lower, upper, len(area))
+    if not len(a):
+        return a, b
     best_of_a = np.zeros(len(area), np.int64)
     order = np.lexsort((b, -overlap, a))  # per a: largest overlap first, then smaller b
     first = np.r_[True, a[order][1:] != a[order][:-1]]
